@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything biref needs to build and test on Debian 12 (bookworm), from Debian's
+# packages only. Safe to run again; skips apt when everything is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libdnnl-dev            # oneDNN: convolutions and matmuls
+  libomp-dev             # OpenMP runtime (threads for our own kernels)
+  libopencv-dev          # image decode / encode / resize
+  nlohmann-json3-dev     # JSON (bench output, golden case files)
+  libcli11-dev           # command-line parsing
+  libgtest-dev libgmock-dev  # tests
+  libbenchmark-dev       # micro-benchmarks
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

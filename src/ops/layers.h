@@ -1,0 +1,48 @@
+// Parameters of the layers the backends run, repacked once at load time.
+// Weights keep the PyTorch layouts ([out, in] for linears, [out, in, kh, kw] for convolutions);
+// a backend may keep its own packed copy (see CpuBackend), the reference kernels read these.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace biref {
+
+enum class Act { None, Relu, Gelu, Sigmoid };
+
+// y = x Wᵀ + b. weight: [out, in]; bias: [out] or empty.
+struct Linear {
+  std::string name;  // state_dict prefix, for errors and dumps
+  int in = 0, out = 0;
+  std::vector<float> weight, bias;
+};
+
+// Square k×k convolution, NHWC activations. BatchNorm that followed it in the PyTorch model is
+// folded into weight and bias at load; `act` is the activation that follows (fused).
+struct Conv2d {
+  std::string name;
+  int in = 0, out = 0, k = 1, stride = 1, pad = 0;
+  std::vector<float> weight;  // [out, in, k, k]
+  std::vector<float> bias;    // [out] (zeros where the module had none)
+  Act act = Act::None;
+};
+
+struct LayerNorm {
+  std::string name;
+  int dim = 0;
+  float eps = 1e-5f;
+  std::vector<float> weight, bias;
+};
+
+// Modulated deformable convolution (DCNv2, torchvision deform_conv2d semantics), stride 1,
+// dilation 1, one offset group. `offset_mask` is the offset_conv and modulator_conv fused into
+// one convolution with 3·k² outputs: [2·k² offsets (dy, dx per tap) | k² mask logits].
+// `regular` holds the k×k weight [out, in, k, k] with the following BatchNorm folded in, and
+// the activation after it.
+struct DeformConv {
+  std::string name;
+  int k = 1, pad = 0;
+  Conv2d offset_mask;
+  Conv2d regular;
+};
+
+}  // namespace biref

@@ -1,0 +1,80 @@
+// The operations BiRefNet needs, behind one interface with two implementations:
+//   RefBackend (src/ops/ref/): naive loops, obviously correct, the oracle for every other backend;
+//   CpuBackend (src/ops/cpu/): oneDNN for convolutions and matmuls, our own vectorised,
+//   OpenMP-threaded kernels for the rest.
+// All activations are channels-last: images and feature maps [B, H, W, C], token grids of a
+// Swin stage the same [B, h, w, C]. Output tensors are allocated by the caller.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "ops/layers.h"
+
+namespace biref {
+
+struct WindowGeometry {
+  int window = 7;   // w: tokens per window side
+  int shift = 0;    // s: cyclic shift (0 or w/2)
+  int h = 0, w = 0;  // token grid before padding
+  int hp = 0, wp = 0;  // padded to multiples of the window
+  int nwh() const { return hp / window; }
+  int nww() const { return wp / window; }
+  int windows() const { return nwh() * nww(); }
+  int tokens() const { return window * window; }
+};
+WindowGeometry window_geometry(int h, int w, int window, int shift);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // y[m, :] (+)= act(x[m, :] · Wᵀ + b) for m < rows; rows of x are `ldx` floats apart, rows of
+  // y `ldy` apart. accumulate: add to y (the residual connections) instead of overwriting.
+  virtual void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y,
+                      int64_t ldy, Act act, bool accumulate) = 0;
+  // x: [B, H, W, in] -> y: [B, Ho, Wo, out], Ho = (H + 2·pad − k)/stride + 1.
+  virtual void conv2d(const Conv2d& c, const Tensor& x, Tensor& y) = 0;
+  // Per row of `dim` floats.
+  virtual void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y) = 0;
+
+  // Swin: x [B, h, w, C] -> windows [B, nW, w·w, C]: zero-pad to hp×wp, roll by (−s, −s),
+  // partition into windows (row-major windows, row-major tokens).
+  virtual void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& windows) = 0;
+  // The inverse, added into x: x[b, y, x] += windows[...] for the unpadded positions.
+  virtual void window_reverse_add(const Tensor& windows, const WindowGeometry& g, Tensor& x) = 0;
+  // qkv: [B·nW, N, 3, heads, hd] -> out: [B·nW, N, heads·hd]. softmax(q·hd^−½·kᵀ + bias (+ mask))·v
+  // with rel_bias [heads, N, N]; the shift mask (g.shift > 0) is computed from the geometry.
+  virtual void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g,
+                                int heads, int head_dim, const float* rel_bias, float* out) = 0;
+  // Swin patch merging: x [B, h, w, C] -> [B, ⌈h/2⌉, ⌈w/2⌉, 4C], sub-grids in the order
+  // (even row, even col), (odd, even), (even, odd), (odd, odd), zero padding.
+  virtual void patch_merge(const Tensor& x, Tensor& y) = 0;
+
+  // Bilinear resize with align_corners=True: x [B, H, W, C] -> y [B, Ho, Wo, C].
+  virtual void resize_bilinear_ac(const Tensor& x, Tensor& y) = 0;
+  // Concatenation over channels: y[..., c0 : c0 + C_i] = parts[i].
+  virtual void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) = 0;
+  // Decoder input patches: image x [B, H, W, C] -> y [B, H/g, W/g, C·g·g], channel index
+  // c·g·g + row·g + col (einops `b c (hg h) (wg w) -> b (c hg wg) h w`).
+  virtual void image_patches(const Tensor& x, int grid, Tensor& y) = 0;
+
+  // Modulated deformable convolution given offset_mask = d.offset_mask(x) [B, H, W, 3k²];
+  // writes act(BN(conv)) into channels [c_offset, c_offset + out) of y [B, H, W, C_y].
+  virtual void deform_conv(const DeformConv& d, const Tensor& x, const Tensor& offset_mask,
+                           Tensor& y, int c_offset) = 0;
+  // Mean over H and W: x [B, H, W, C] -> y [B, 1, 1, C].
+  virtual void global_avg_pool(const Tensor& x, Tensor& y) = 0;
+  // y[b, :, :, c_offset + c] = v[b, 0, 0, c] for every pixel (the ASPP's pooled branch).
+  virtual void broadcast_channels(const Tensor& v, Tensor& y, int c_offset) = 0;
+  // Elementwise: y += x (same shape).
+  virtual void add(const Tensor& x, Tensor& y) = 0;
+  // Gradient gate: p[b, y, x, :] *= g[b, y, x, 0].
+  virtual void mul_gate(const Tensor& g, Tensor& p) = 0;
+};
+
+std::unique_ptr<Backend> make_ref_backend();
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace biref

@@ -1,0 +1,147 @@
+#include "weights/checkpoint.h"
+
+#include <cstring>
+#include <fstream>
+
+#include "core/check.h"
+#include "core/half.h"
+#include "weights/safetensors.h"
+#include "weights/synthetic.h"
+
+namespace biref {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::F64: return "F64";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::Bool: return "BOOL";
+  }
+  return "?";
+}
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F64:
+    case DType::I64: return 8;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16: return 2;
+    case DType::I8:
+    case DType::U8:
+    case DType::Bool: return 1;
+  }
+  return 1;
+}
+
+DType dtype_from_name(const std::string& n) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32,
+                  DType::I16, DType::I8, DType::U8, DType::Bool}) {
+    if (n == dtype_name(t)) return t;
+  }
+  fail("unsupported dtype '", n, "'");
+}
+
+int64_t TensorData::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> TensorData::to_f32() const {
+  const int64_t n = numel();
+  std::vector<float> out(static_cast<size_t>(n));
+  auto convert = [&](auto fn) {
+    for (int64_t i = 0; i < n; ++i) out[i] = fn(i);
+  };
+  switch (dtype) {
+    case DType::F32: std::memcpy(out.data(), data, size_t(n) * 4); break;
+    case DType::F16: {
+      auto* p = static_cast<const uint16_t*>(data);
+      convert([&](int64_t i) { return f16_to_f32(p[i]); });
+      break;
+    }
+    case DType::BF16: {
+      auto* p = static_cast<const uint16_t*>(data);
+      convert([&](int64_t i) { return bf16_to_f32(p[i]); });
+      break;
+    }
+    case DType::F64: {
+      auto* p = static_cast<const double*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+    case DType::I64: {
+      auto* p = static_cast<const int64_t*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+    case DType::I32: {
+      auto* p = static_cast<const int32_t*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+    case DType::I16: {
+      auto* p = static_cast<const int16_t*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+    case DType::I8: {
+      auto* p = static_cast<const int8_t*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+    case DType::U8:
+    case DType::Bool: {
+      auto* p = static_cast<const uint8_t*>(data);
+      convert([&](int64_t i) { return float(p[i]); });
+      break;
+    }
+  }
+  return out;
+}
+
+std::string strip_wrapper_prefixes(std::string name) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const char* p : {"module.", "_orig_mod."}) {
+      const size_t len = std::strlen(p);
+      if (name.compare(0, len, p) == 0) {
+        name.erase(0, len);
+        changed = true;
+      }
+    }
+  }
+  return name;
+}
+
+Checkpoint load_checkpoint(const std::string& source) {
+  if (source.rfind("synthetic:", 0) == 0) return synthetic_checkpoint_from_spec(source);
+  std::ifstream f(source, std::ios::binary);
+  BIREF_CHECK(f.good(), "cannot open checkpoint '", source, "'");
+  unsigned char head[8] = {};
+  f.read(reinterpret_cast<char*>(head), 8);
+  const std::streamsize got = f.gcount();
+  BIREF_CHECK(got > 0, "checkpoint '", source, "' is empty");
+  if (got >= 2 && head[0] == 'P' && head[1] == 'K') {
+    fail("checkpoint '", source,
+         "' is a PyTorch zip (.pth) file; this build reads .safetensors only — convert it with "
+         "`python -c \"import torch, safetensors.torch as s; "
+         "s.save_file(torch.load('IN.pth', map_location='cpu'), 'OUT.safetensors')\"`");
+  }
+  if (got >= 2 && head[0] == 0x80) {
+    fail("checkpoint '", source, "' is a legacy PyTorch pickle file; this build reads "
+         ".safetensors only");
+  }
+  return load_safetensors(source);
+}
+
+}  // namespace biref

@@ -1,0 +1,155 @@
+#include "weights/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/check.h"
+
+namespace biref {
+
+namespace {
+
+struct Mapping {
+  void* addr = nullptr;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr && addr != MAP_FAILED) munmap(addr, size);
+  }
+};
+
+}  // namespace
+
+Checkpoint load_safetensors(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  BIREF_CHECK(fd >= 0, "cannot open checkpoint '", path, "': ", std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("checkpoint '", path, "' is not a regular file");
+  }
+  const size_t file_size = size_t(st.st_size);
+  if (file_size < 8) {
+    ::close(fd);
+    fail("checkpoint '", path, "' is truncated: ", file_size, " bytes, no safetensors header");
+  }
+  auto map = std::make_shared<Mapping>();
+  map->size = file_size;
+  map->addr = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  BIREF_CHECK(map->addr != MAP_FAILED, "cannot map checkpoint '", path, "'");
+  const auto* bytes = static_cast<const unsigned char*>(map->addr);
+
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | bytes[i];
+  BIREF_CHECK(header_len > 1 && header_len <= file_size - 8, "checkpoint '", path,
+              "' is not a valid safetensors file: header length ", header_len, " but the file has ",
+              file_size, " bytes");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const std::exception& e) {
+    fail("checkpoint '", path, "' has a corrupt safetensors header: ", e.what());
+  }
+  BIREF_CHECK(header.is_object(), "checkpoint '", path, "': safetensors header is not an object");
+  const size_t data_begin = 8 + header_len;
+  const size_t data_size = file_size - data_begin;
+
+  Checkpoint ck;
+  ck.path = path;
+  ck.format = "safetensors";
+  std::shared_ptr<const void> owner(map, map->addr);
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& raw_name = it.key();
+    const auto& v = it.value();
+    if (raw_name == "__metadata__") {
+      if (v.is_object()) {
+        for (auto m = v.begin(); m != v.end(); ++m) {
+          if (m.value().is_string()) ck.metadata[m.key()] = m.value().get<std::string>();
+        }
+      }
+      continue;
+    }
+    try {
+      TensorData t;
+      t.dtype = dtype_from_name(v.at("dtype").get<std::string>());
+      for (const auto& d : v.at("shape")) {
+        const int64_t dim = d.get<int64_t>();
+        BIREF_CHECK(dim >= 0, "negative dimension");
+        t.shape.push_back(dim);
+      }
+      const auto& offs = v.at("data_offsets");
+      BIREF_CHECK(offs.is_array() && offs.size() == 2, "data_offsets must be [begin, end]");
+      const uint64_t b = offs[0].get<uint64_t>(), e = offs[1].get<uint64_t>();
+      BIREF_CHECK(b <= e && e <= data_size, "data [", b, ", ", e, ") lies outside the ", data_size,
+                  " data bytes of the file (truncated?)");
+      BIREF_CHECK(e - b == t.nbytes(), "data is ", e - b, " bytes but ", dtype_name(t.dtype), " ",
+                  shape_str(t.shape), " needs ", t.nbytes());
+      t.data = bytes + data_begin + b;
+      t.owner = owner;
+      const std::string name = strip_wrapper_prefixes(raw_name);
+      BIREF_CHECK(!ck.tensors.count(name), "duplicate tensor after stripping prefixes");
+      ck.tensors.emplace(name, std::move(t));
+    } catch (const Error& e) {
+      fail("checkpoint '", path, "': tensor '", raw_name, "': ", e.what());
+    } catch (const std::exception& e) {
+      fail("checkpoint '", path, "': tensor '", raw_name, "' has a malformed header entry: ",
+           e.what());
+    }
+  }
+  return ck;
+}
+
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, TensorData>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    header[name] = {{"dtype", dtype_name(t.dtype)},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + t.nbytes()}}};
+    offset += t.nbytes();
+  }
+  std::string h = header.dump();
+  while ((8 + h.size()) % 8) h.push_back(' ');  // keep the data 8-byte aligned
+
+  namespace fs = std::filesystem;
+  std::random_device rd;
+  const std::string tmp = path + ".tmp-" + std::to_string(rd());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    BIREF_CHECK(f.good(), "cannot write '", tmp, "'");
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = (uint64_t(h.size()) >> (8 * i)) & 0xff;
+    f.write(reinterpret_cast<const char*>(len), 8);
+    f.write(h.data(), std::streamsize(h.size()));
+    for (const auto& [name, t] : tensors) {
+      f.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
+    }
+    f.flush();
+    if (!f.good()) {
+      f.close();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      fail("error writing '", path, "' (disk full?)");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    fail("cannot move the written checkpoint to '", path, "'");
+  }
+}
+
+}  // namespace biref
