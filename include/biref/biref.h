@@ -1,0 +1,87 @@
+// biref — BiRefNet (Bilateral Reference Network) in native C++.
+//
+//   auto model = biref::Model::load("BiRefNet.safetensors");   // or "synthetic:swin_v1_t"
+//   biref::HostTensor logits = model->forward(input);          // [B, 3, H, W] -> [B, 1, H, W]
+//
+// The configuration (backbone, window, widths) is detected from the checkpoint. H and W must be
+// multiples of 32. Errors are thrown as biref::Error with a message naming the bad input.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "biref/error.h"
+
+namespace biref {
+
+// A dense row-major float tensor in host memory.
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+enum class Device {
+  Cpu,        // oneDNN + biref's vectorised kernels (the default)
+  Reference,  // naive loops in double: slow, the oracle the fast kernels are tested against
+};
+
+struct LoadOptions {
+  Device device = Device::Cpu;
+  int threads = 0;  // 0: all cores (OpenMP default)
+};
+
+struct ModelInfo {
+  std::string source;       // path or "synthetic:..."
+  std::string format;       // "safetensors", "pth", "synthetic"
+  std::string backbone;     // "swin_v1_t", ...
+  std::string description;  // the full detected configuration
+  std::string device;       // the backend that runs it
+  int64_t parameters = 0;   // parameters used at inference
+};
+
+struct StageTiming {
+  std::string name;  // "backbone.full", "backbone.half", "squeeze", "decoder"
+  double ms = 0;
+};
+
+class Model {
+ public:
+  static std::unique_ptr<Model> load(const std::string& source, const LoadOptions& options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  ModelInfo info() const;
+
+  // input: [B, 3, H, W], ImageNet-normalised RGB (the PyTorch layout). Returns the logits
+  // [B, 1, H, W]; the mask is sigmoid(logits).
+  HostTensor forward(const HostTensor& input);
+  // The same on channels-last input [B, H, W, 3]; returns logits [B, H, W, 1].
+  HostTensor forward_nhwc(const HostTensor& input);
+
+  // Called with each named intermediate (bb.full.x1..x4, bb.half.x1..x4, enc.x1..x4, squeeze,
+  // dec.block4..dec.block1, out) in NCHW, for debugging and golden comparisons.
+  using DumpFn = std::function<void(const std::string& name, const HostTensor& nchw)>;
+  void set_dump(DumpFn fn);
+
+  // Of the last forward call: wall time per stage, and the floating-point operations executed
+  // (2 per multiply-accumulate of every convolution, linear, attention and deformable conv).
+  const std::vector<StageTiming>& last_timings() const;
+  double last_flops() const;
+  // Bytes of activation memory the model keeps for reuse between calls.
+  size_t activation_bytes() const;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace biref

@@ -1,0 +1,183 @@
+// Reads BiRefNet's weights by their state_dict names into the module structs (modules.h).
+#include <cmath>
+
+#include "core/check.h"
+#include "model/modules.h"
+
+namespace biref {
+
+namespace {
+
+class WeightReader {
+ public:
+  WeightReader(const Checkpoint& ck, const ModelConfig& cfg) : ck_(ck), cfg_(cfg) {}
+
+  std::vector<float> take(const std::string& name) {
+    auto it = ck_.tensors.find(name);
+    BIREF_CHECK(it != ck_.tensors.end(), "'", ck_.path, "': missing tensor '", name, "'");
+    parameters_ += it->second.numel();
+    return it->second.to_f32();
+  }
+
+  Linear linear(const std::string& p, bool bias = true) {
+    Linear l;
+    l.name = p;
+    const auto& shape = ck_.tensors.at(p + ".weight").shape;
+    l.out = int(shape[0]);
+    l.in = int(shape[1]);
+    l.weight = take(p + ".weight");
+    if (bias) l.bias = take(p + ".bias");
+    return l;
+  }
+
+  LayerNorm layer_norm(const std::string& p) {
+    LayerNorm n;
+    n.name = p;
+    n.weight = take(p + ".weight");
+    n.bias = take(p + ".bias");
+    n.dim = int(n.weight.size());
+    return n;
+  }
+
+  Conv2d conv(const std::string& p, int stride, int pad, Act act, bool bias = true) {
+    Conv2d c;
+    c.name = p;
+    const auto& shape = ck_.tensors.at(p + ".weight").shape;
+    c.out = int(shape[0]);
+    c.in = int(shape[1]);
+    c.k = int(shape[2]);
+    c.stride = stride;
+    c.pad = pad;
+    c.act = act;
+    c.weight = take(p + ".weight");
+    c.bias = bias ? take(p + ".bias") : std::vector<float>(size_t(c.out), 0.f);
+    return c;
+  }
+
+  // Eval-mode BatchNorm after a conv: w' = w·s, b' = (b − mean)·s + beta, s = gamma/√(var + eps).
+  // A no-op when the checkpoint has no decoder BatchNorm (the official nn.Identity).
+  void fold_bn(Conv2d& c, const std::string& bn) {
+    if (!cfg_.decoder_bn) return;
+    const auto gamma = take(bn + ".weight"), beta = take(bn + ".bias");
+    const auto mean = take(bn + ".running_mean"), var = take(bn + ".running_var");
+    const size_t per_out = c.weight.size() / size_t(c.out);
+    for (int o = 0; o < c.out; ++o) {
+      const double s = double(gamma[o]) / std::sqrt(double(var[o]) + 1e-5);
+      for (size_t i = 0; i < per_out; ++i) c.weight[o * per_out + i] = float(c.weight[o * per_out + i] * s);
+      c.bias[o] = float((double(c.bias[o]) - mean[o]) * s + beta[o]);
+    }
+  }
+
+  DeformConv deform(const std::string& p, int k) {
+    // _ASPPModuleDeformable: atrous_conv = DeformableConv2d(64, 256, k, padding=k//2), bn, ReLU
+    DeformConv d;
+    d.name = p;
+    d.k = k;
+    d.pad = k / 2;
+    const std::string a = p + ".atrous_conv";
+    Conv2d off = conv(a + ".offset_conv", 1, d.pad, Act::None);
+    Conv2d mod = conv(a + ".modulator_conv", 1, d.pad, Act::None);
+    // One convolution for both: outputs [2k² offsets | k² mask logits].
+    d.offset_mask = off;
+    d.offset_mask.name = a + ".offset_conv+modulator_conv";
+    d.offset_mask.out = off.out + mod.out;
+    d.offset_mask.weight.insert(d.offset_mask.weight.end(), mod.weight.begin(), mod.weight.end());
+    d.offset_mask.bias.insert(d.offset_mask.bias.end(), mod.bias.begin(), mod.bias.end());
+    d.regular = conv(a + ".regular_conv", 1, d.pad, Act::Relu, /*bias=*/false);
+    fold_bn(d.regular, p + ".bn");
+    return d;
+  }
+
+  BasicDecBlk dec_block(const std::string& p) {
+    BasicDecBlk b;
+    b.conv_in = conv(p + ".conv_in", 1, 1, Act::Relu);
+    fold_bn(b.conv_in, p + ".bn_in");
+    const std::string a = p + ".dec_att";
+    b.dec_att.aspp1 = deform(a + ".aspp1", 1);
+    const int ks[3] = {1, 3, 7};
+    for (int i = 0; i < 3; ++i) b.dec_att.aspp_deforms[i] = deform(str_cat(a, ".aspp_deforms.", i), ks[i]);
+    b.dec_att.global_avg_pool = conv(a + ".global_avg_pool.1", 1, 0, Act::Relu, /*bias=*/false);
+    fold_bn(b.dec_att.global_avg_pool, a + ".global_avg_pool.2");
+    b.dec_att.conv1 = conv(a + ".conv1", 1, 0, Act::Relu, /*bias=*/false);
+    fold_bn(b.dec_att.conv1, a + ".bn1");
+    b.conv_out = conv(p + ".conv_out", 1, 1, Act::None);
+    fold_bn(b.conv_out, p + ".bn_out");
+    return b;
+  }
+
+  int64_t parameters() const { return parameters_; }
+
+ private:
+  const Checkpoint& ck_;
+  const ModelConfig& cfg_;
+  int64_t parameters_ = 0;
+};
+
+// relative_position_bias_table [(2w−1)², heads] -> bias [heads, N, N] with the standard Swin
+// index idx(n, m) = (y_n − y_m + w − 1)·(2w − 1) + (x_n − x_m + w − 1).
+std::vector<float> gather_relative_bias(const std::vector<float>& table, int window, int heads) {
+  const int N = window * window;
+  std::vector<float> bias(size_t(heads) * N * N);
+  for (int n = 0; n < N; ++n)
+    for (int m = 0; m < N; ++m) {
+      const int idx = (n / window - m / window + window - 1) * (2 * window - 1) +
+                      (n % window - m % window + window - 1);
+      for (int h = 0; h < heads; ++h) bias[(size_t(h) * N + n) * N + m] = table[size_t(idx) * heads + h];
+    }
+  return bias;
+}
+
+}  // namespace
+
+BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg) {
+  WeightReader r(ck, cfg);
+  BiRefNet net;
+  net.cfg = cfg;
+  SwinTransformer& bb = net.bb;
+  bb.cfg = cfg.swin;
+  bb.patch_embed_proj = r.conv("bb.patch_embed.proj", cfg.swin.patch, 0, Act::None);
+  bb.patch_embed_norm = r.layer_norm("bb.patch_embed.norm");
+  for (int i = 0; i < 4; ++i) {
+    SwinStage& st = bb.layers[i];
+    for (int j = 0; j < cfg.swin.depths[i]; ++j) {
+      const std::string p = str_cat("bb.layers.", i, ".blocks.", j);
+      SwinBlock b;
+      b.heads = cfg.swin.heads[i];
+      b.norm1 = r.layer_norm(p + ".norm1");
+      b.rel_bias = gather_relative_bias(r.take(p + ".attn.relative_position_bias_table"),
+                                        cfg.swin.window, b.heads);
+      b.qkv = r.linear(p + ".attn.qkv");
+      b.proj = r.linear(p + ".attn.proj");
+      b.norm2 = r.layer_norm(p + ".norm2");
+      b.fc1 = r.linear(p + ".mlp.fc1");
+      b.fc2 = r.linear(p + ".mlp.fc2");
+      st.blocks.push_back(std::move(b));
+    }
+    if (i < 3) {
+      const std::string p = str_cat("bb.layers.", i, ".downsample");
+      st.has_downsample = true;
+      st.downsample_reduction = r.linear(p + ".reduction", /*bias=*/false);
+      st.downsample_norm = r.layer_norm(p + ".norm");
+    }
+    bb.norms[i] = r.layer_norm(str_cat("bb.norm", i));
+  }
+  net.squeeze_module = r.dec_block("squeeze_module.0");
+  Decoder& d = net.decoder;
+  for (int blk = 5; blk >= 1; --blk) {
+    const std::string p = str_cat("decoder.ipt_blk", blk);
+    d.ipt_blk[blk].conv1 = r.conv(p + ".conv1", 1, 1, Act::None);
+    d.ipt_blk[blk].conv_out = r.conv(p + ".conv_out", 1, 1, Act::None);
+  }
+  for (int blk = 4; blk >= 1; --blk) d.decoder_block[blk] = r.dec_block(str_cat("decoder.decoder_block", blk));
+  d.conv_out1 = r.conv("decoder.conv_out1.0", 1, 0, Act::None);
+  for (int blk = 4; blk >= 2; --blk) {
+    d.lateral_block[blk] = r.conv(str_cat("decoder.lateral_block", blk, ".conv"), 1, 0, Act::None);
+    d.gdt_convs[blk] = r.conv(str_cat("decoder.gdt_convs_", blk, ".0"), 1, 1, Act::Relu);
+    r.fold_bn(d.gdt_convs[blk], str_cat("decoder.gdt_convs_", blk, ".1"));
+    d.gdt_convs_attn[blk] = r.conv(str_cat("decoder.gdt_convs_attn_", blk, ".0"), 1, 0, Act::Sigmoid);
+  }
+  net.parameters = r.parameters();
+  return net;
+}
+
+}  // namespace biref

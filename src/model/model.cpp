@@ -1,0 +1,103 @@
+// The public Model: load a checkpoint, pick the backend, run forward passes.
+#include <omp.h>
+
+#include <cstring>
+
+#include "biref/biref.h"
+#include "core/check.h"
+#include "model/forward.h"
+#include "weights/checkpoint.h"
+
+namespace biref {
+
+struct Model::Impl {
+  ModelInfo info;
+  BiRefNet net;
+  std::unique_ptr<Backend> backend;
+  Pool pool;
+  DumpFn dump;
+  std::vector<StageTiming> timings;
+  double flops = 0;
+
+  Tensor run(const Tensor& x_nhwc) {
+    ForwardContext ctx{*backend, pool, {}, {}, 0};
+    if (dump) {
+      ctx.dump = [this](const std::string& name, const Tensor& t) {
+        // NHWC -> NCHW for the caller
+        HostTensor h;
+        const int64_t B = t.dim(0), H = t.dim(1), W = t.dim(2), C = t.dim(3);
+        h.shape = {B, C, H, W};
+        h.data.resize(size_t(t.numel()));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t p = 0; p < H * W; ++p)
+            for (int64_t c = 0; c < C; ++c) h.data[(b * C + c) * H * W + p] = t.data[(b * H * W + p) * C + c];
+        dump(name, h);
+      };
+    }
+    Tensor out = birefnet_forward(net, x_nhwc, ctx);
+    timings = std::move(ctx.timings);
+    flops = ctx.flops;
+    return out;
+  }
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
+  if (options.threads > 0) omp_set_num_threads(options.threads);
+  auto impl = std::make_unique<Impl>();
+  {
+    Checkpoint ck = load_checkpoint(source);
+    const ModelConfig cfg = detect_config(ck);
+    validate_checkpoint(ck, cfg);
+    impl->net = build_birefnet(ck, cfg);
+    impl->info.source = source;
+    impl->info.format = ck.format;
+    impl->info.backbone = cfg.swin.name;
+    impl->info.description = describe(cfg);
+    impl->info.parameters = impl->net.parameters;
+  }  // the checkpoint (mapping or buffers) is released here; the model holds its own copy
+  impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
+  impl->info.device = impl->backend->name();
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+ModelInfo Model::info() const { return impl_->info; }
+
+HostTensor Model::forward(const HostTensor& input) {
+  BIREF_CHECK(input.shape.size() == 4 && input.shape[1] == 3, "model input must be [B, 3, H, W], got ",
+              shape_str(input.shape));
+  BIREF_CHECK(int64_t(input.data.size()) == input.numel(), "model input has ", input.data.size(),
+              " values for shape ", shape_str(input.shape));
+  const int64_t B = input.shape[0], H = input.shape[2], W = input.shape[3];
+  Tensor x = impl_->pool.empty({B, H, W, 3});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t p = 0; p < H * W; ++p) x.data[(b * H * W + p) * 3 + c] = input.data[(b * 3 + c) * H * W + p];
+  Tensor out = impl_->run(x);
+  HostTensor r;
+  r.shape = {B, 1, H, W};  // one channel: NHWC and NCHW have the same memory order
+  r.data.assign(out.data, out.data + out.numel());
+  return r;
+}
+
+HostTensor Model::forward_nhwc(const HostTensor& input) {
+  BIREF_CHECK(input.shape.size() == 4 && input.shape[3] == 3, "model input must be [B, H, W, 3], got ",
+              shape_str(input.shape));
+  BIREF_CHECK(int64_t(input.data.size()) == input.numel(), "model input has ", input.data.size(),
+              " values for shape ", shape_str(input.shape));
+  Tensor x = Tensor::wrap(const_cast<float*>(input.data.data()), input.shape);
+  Tensor out = impl_->run(x);
+  HostTensor r;
+  r.shape = {input.shape[0], input.shape[1], input.shape[2], 1};
+  r.data.assign(out.data, out.data + out.numel());
+  return r;
+}
+
+void Model::set_dump(DumpFn fn) { impl_->dump = std::move(fn); }
+const std::vector<StageTiming>& Model::last_timings() const { return impl_->timings; }
+double Model::last_flops() const { return impl_->flops; }
+size_t Model::activation_bytes() const { return impl_->pool.bytes_held(); }
+
+}  // namespace biref

@@ -1,0 +1,80 @@
+// BiRefNet's modules at inference, mirroring the PyTorch module tree: each struct holds its
+// children under their attribute names; `name` fields carry the state_dict prefix.
+#pragma once
+#include <array>
+#include <vector>
+
+#include "model/config.h"
+#include "ops/layers.h"
+
+namespace biref {
+
+// bb.layers.i.blocks.j
+struct SwinBlock {
+  LayerNorm norm1, norm2;
+  Linear qkv, proj;       // attn.qkv, attn.proj
+  Linear fc1, fc2;        // mlp.fc1, mlp.fc2
+  int heads = 0;
+  std::vector<float> rel_bias;  // attn.relative_position_bias_table gathered to [heads, N, N]
+};
+
+// bb.layers.i
+struct SwinStage {
+  std::vector<SwinBlock> blocks;
+  bool has_downsample = false;
+  LayerNorm downsample_norm;  // downsample.norm
+  Linear downsample_reduction;  // downsample.reduction (no bias)
+};
+
+// bb
+struct SwinTransformer {
+  SwinConfig cfg;
+  Conv2d patch_embed_proj;  // patch_embed.proj, 4×4 stride 4
+  LayerNorm patch_embed_norm;
+  std::array<SwinStage, 4> layers;
+  std::array<LayerNorm, 4> norms;  // norm0..norm3
+};
+
+// dec_att: ASPPDeformable(64)
+struct ASPPDeformable {
+  DeformConv aspp1;                     // 1×1
+  std::array<DeformConv, 3> aspp_deforms;  // 1×1, 3×3, 7×7
+  Conv2d global_avg_pool;               // .1 conv 1×1 with .2 BN folded, ReLU
+  Conv2d conv1;                         // conv1 with bn1 folded, ReLU
+};
+
+// decoder_block*, squeeze_module.0: BasicDecBlk
+struct BasicDecBlk {
+  Conv2d conv_in;   // with bn_in folded, ReLU
+  ASPPDeformable dec_att;
+  Conv2d conv_out;  // with bn_out folded, no activation
+};
+
+// ipt_blk*: SimpleConvs (no activation between)
+struct SimpleConvs {
+  Conv2d conv1, conv_out;
+};
+
+// decoder
+struct Decoder {
+  std::array<SimpleConvs, 6> ipt_blk;        // [1..5]
+  std::array<BasicDecBlk, 5> decoder_block;  // [1..4]
+  std::array<Conv2d, 5> lateral_block;       // [2..4] .conv
+  std::array<Conv2d, 5> gdt_convs;           // [2..4] .0 conv with .1 BN folded, ReLU
+  std::array<Conv2d, 5> gdt_convs_attn;      // [2..4] .0 conv 1×1 -> 1, sigmoid
+  Conv2d conv_out1;                          // conv_out1.0, 1×1 -> 1
+};
+
+struct BiRefNet {
+  ModelConfig cfg;
+  SwinTransformer bb;
+  BasicDecBlk squeeze_module;  // squeeze_module.0
+  Decoder decoder;
+  int64_t parameters = 0;      // used at inference, before folding
+};
+
+// Builds the model from a checkpoint that validate_checkpoint() accepted: BatchNorm folded,
+// the offset and modulator convolutions of each deformable conv fused, attention biases gathered.
+BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg);
+
+}  // namespace biref

@@ -1,0 +1,387 @@
+// The optimised CPU backend: oneDNN for convolutions and matmuls, our own OpenMP kernels for
+// window attention, the deformable convolution's sampling, LayerNorm, resize and the glue ops.
+// Each kernel is tested against its reference in tests/test_ops.cpp.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "core/check.h"
+#include "ops/cpu/onednn.h"
+#include "ops/ops.h"
+
+namespace biref {
+
+namespace {
+
+// Region label for the shift mask of a padded coordinate: [0, n−w) -> 0, [n−w, n−s) -> 1, rest 2.
+inline int region(int p, int n, int window, int shift) {
+  return p < n - window ? 0 : (p < n - shift ? 1 : 2);
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu (oneDNN + OpenMP)"; }
+
+  void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
+              Act act, bool accumulate) override {
+    dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
+  }
+
+  void conv2d(const Conv2d& c, const Tensor& x, Tensor& y) override {
+    BIREF_CHECK(x.dim(3) == c.in && y.dim(3) == c.out, "conv2d '", c.name, "': input has ",
+                x.dim(3), " channels, expected ", c.in);
+    dnn_.conv2d(c, x, y);
+  }
+
+  void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y) override {
+    const int D = ln.dim;
+    const float* w = ln.weight.data();
+    const float* b = ln.bias.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < rows; ++m) {
+      const float* xr = x + m * D;
+      float* yr = y + m * D;
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int i = 0; i < D; ++i) s += xr[i];
+      const float mean = s / float(D);
+      float v = 0.f;
+#pragma omp simd reduction(+ : v)
+      for (int i = 0; i < D; ++i) v += (xr[i] - mean) * (xr[i] - mean);
+      const float inv = 1.f / std::sqrt(v / float(D) + ln.eps);
+#pragma omp simd
+      for (int i = 0; i < D; ++i) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+    }
+  }
+
+  void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& win) override {
+    const int64_t B = x.dim(0), C = x.dim(3);
+    const int w = g.window;
+    const int64_t rows = B * g.hp;  // one padded row of the shifted frame per iteration
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / g.hp;
+      const int sy = int(r % g.hp);  // row in the shifted frame
+      const int py = (sy + g.shift) % g.hp;
+      const int wy = sy / w, i = sy % w;
+      for (int sx = 0; sx < g.wp; ++sx) {
+        const int px = (sx + g.shift) % g.wp;
+        const int wx = sx / w, j = sx % w;
+        float* dst = win.data + (((b * g.windows() + wy * g.nww() + wx) * w + i) * w + j) * C;
+        if (py < g.h && px < g.w) {
+          std::memcpy(dst, x.data + ((b * g.h + py) * g.w + px) * C, size_t(C) * sizeof(float));
+        } else {
+          std::memset(dst, 0, size_t(C) * sizeof(float));
+        }
+      }
+    }
+  }
+
+  void window_reverse_add(const Tensor& win, const WindowGeometry& g, Tensor& x) override {
+    const int64_t B = x.dim(0), C = x.dim(3);
+    const int w = g.window;
+    const int64_t rows = B * g.h;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / g.h;
+      const int py = int(r % g.h);
+      const int sy = (py - g.shift + g.hp) % g.hp;
+      const int wy = sy / w, i = sy % w;
+      for (int px = 0; px < g.w; ++px) {
+        const int sx = (px - g.shift + g.wp) % g.wp;
+        const int wx = sx / w, j = sx % w;
+        const float* src = win.data + (((b * g.windows() + wy * g.nww() + wx) * w + i) * w + j) * C;
+        float* dst = x.data + ((b * g.h + py) * g.w + px) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+      }
+    }
+  }
+
+  void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
+                        int hd, const float* rel_bias, float* out) override {
+    const int N = g.tokens(), w = g.window, C = heads * hd;
+    const float scale = 1.f / std::sqrt(float(hd));
+    const int64_t jobs = batch * g.windows() * heads;
+#pragma omp parallel
+    {
+      std::vector<float> q(size_t(N) * hd), kt(size_t(hd) * N), s(size_t(N) * N);
+      std::vector<int> label(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+      for (int64_t job = 0; job < jobs; ++job) {
+        const int64_t bw = job / heads;
+        const int h = int(job % heads);
+        const int widx = int(bw % g.windows());
+        const float* base = qkv + bw * N * 3 * C;
+        // q scaled, kᵀ so that the score loop runs over contiguous keys
+        for (int n = 0; n < N; ++n) {
+          const float* qr = base + int64_t(n) * 3 * C + h * hd;
+          const float* kr = qr + C;
+          for (int d = 0; d < hd; ++d) {
+            q[size_t(n) * hd + d] = qr[d] * scale;
+            kt[size_t(d) * N + n] = kr[d];
+          }
+        }
+        const float* bias = rel_bias + size_t(h) * N * N;
+        if (g.shift > 0) {
+          const int wy = widx / g.nww(), wx = widx % g.nww();
+          for (int t = 0; t < N; ++t)
+            label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 + region(wx * w + t % w, g.wp, w, g.shift);
+        }
+        for (int n = 0; n < N; ++n) {
+          float* sr = s.data() + size_t(n) * N;
+          const float* br = bias + size_t(n) * N;
+#pragma omp simd
+          for (int m = 0; m < N; ++m) sr[m] = br[m];
+          for (int d = 0; d < hd; ++d) {
+            const float qv = q[size_t(n) * hd + d];
+            const float* kr = kt.data() + size_t(d) * N;
+#pragma omp simd
+            for (int m = 0; m < N; ++m) sr[m] += qv * kr[m];
+          }
+          if (g.shift > 0) {
+            const int ln = label[n];
+            for (int m = 0; m < N; ++m)
+              if (label[m] != ln) sr[m] = -INFINITY;
+          }
+          float mx = -INFINITY;
+          for (int m = 0; m < N; ++m) mx = std::max(mx, sr[m]);
+          float sum = 0.f;
+          for (int m = 0; m < N; ++m) {
+            sr[m] = std::exp(sr[m] - mx);
+            sum += sr[m];
+          }
+          const float inv = 1.f / sum;
+          float* orow = out + (bw * N + n) * C + h * hd;
+          for (int d = 0; d < hd; ++d) orow[d] = 0.f;
+          for (int m = 0; m < N; ++m) {
+            const float pm = sr[m] * inv;
+            if (pm == 0.f) continue;
+            const float* vr = base + int64_t(m) * 3 * C + 2 * C + h * hd;
+#pragma omp simd
+            for (int d = 0; d < hd; ++d) orow[d] += pm * vr[d];
+          }
+        }
+      }
+    }
+  }
+
+  void patch_merge(const Tensor& x, Tensor& y) override {
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+    const int64_t Ho = y.dim(1), Wo = y.dim(2);
+    const int dy[4] = {0, 1, 0, 1}, dx[4] = {0, 0, 1, 1};
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < B * Ho; ++r) {
+      const int64_t b = r / Ho, i = r % Ho;
+      for (int64_t j = 0; j < Wo; ++j) {
+        float* dst = y.data + ((b * Ho + i) * Wo + j) * 4 * C;
+        for (int q = 0; q < 4; ++q) {
+          const int64_t sy = 2 * i + dy[q], sx = 2 * j + dx[q];
+          if (sy < H && sx < W) {
+            std::memcpy(dst + q * C, x.data + ((b * H + sy) * W + sx) * C, size_t(C) * sizeof(float));
+          } else {
+            std::memset(dst + q * C, 0, size_t(C) * sizeof(float));
+          }
+        }
+      }
+    }
+  }
+
+  void resize_bilinear_ac(const Tensor& x, Tensor& y) override {
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+    const int64_t Ho = y.dim(1), Wo = y.dim(2);
+    const double sy = Ho > 1 ? double(H - 1) / double(Ho - 1) : 0.0;
+    const double sx = Wo > 1 ? double(W - 1) / double(Wo - 1) : 0.0;
+    // Column taps once per call.
+    std::vector<int64_t> x0(Wo), x1(Wo);
+    std::vector<float> lx(Wo);
+    for (int64_t j = 0; j < Wo; ++j) {
+      const double f = double(j) * sx;
+      x0[j] = std::min<int64_t>(int64_t(f), W - 1);
+      x1[j] = std::min<int64_t>(x0[j] + 1, W - 1);
+      lx[j] = float(f - double(x0[j]));
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < B * Ho; ++r) {
+      const int64_t b = r / Ho, i = r % Ho;
+      const double f = double(i) * sy;
+      const int64_t y0 = std::min<int64_t>(int64_t(f), H - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
+      const float ly = float(f - double(y0));
+      const float* r0 = x.data + (b * H + y0) * W * C;
+      const float* r1 = x.data + (b * H + y1) * W * C;
+      for (int64_t j = 0; j < Wo; ++j) {
+        const float* a = r0 + x0[j] * C;
+        const float* bb = r0 + x1[j] * C;
+        const float* c = r1 + x0[j] * C;
+        const float* d = r1 + x1[j] * C;
+        const float wx = lx[j];
+        float* o = y.data + ((b * Ho + i) * Wo + j) * C;
+#pragma omp simd
+        for (int64_t k = 0; k < C; ++k) {
+          const float top = a[k] + (bb[k] - a[k]) * wx;
+          const float bot = c[k] + (d[k] - c[k]) * wx;
+          o[k] = top + (bot - top) * ly;
+        }
+      }
+    }
+  }
+
+  void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) override {
+    const int64_t P = y.numel() / y.dim(3), Cy = y.dim(3);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < P; ++p) {
+      int64_t c0 = 0;
+      for (const Tensor* t : parts) {
+        const int64_t C = t->dim(3);
+        std::memcpy(y.data + p * Cy + c0, t->data + p * C, size_t(C) * sizeof(float));
+        c0 += C;
+      }
+    }
+  }
+
+  void image_patches(const Tensor& x, int g, Tensor& y) override {
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+    const int64_t h = H / g, w = W / g, Cy = C * g * g;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < B * H; ++r) {  // one input row: tile row (r / h) of the grid
+      const int64_t b = r / H, yy = r % H;
+      const int64_t row = yy / h, i = yy % h;
+      for (int64_t xx = 0; xx < W; ++xx) {
+        const int64_t col = xx / w, j = xx % w;
+        const float* src = x.data + ((b * H + yy) * W + xx) * C;
+        float* dst = y.data + ((b * h + i) * w + j) * Cy + row * g + col;
+        for (int64_t c = 0; c < C; ++c) dst[c * g * g] = src[c];
+      }
+    }
+  }
+
+  void deform_conv(const DeformConv& d, const Tensor& x, const Tensor& om, Tensor& y,
+                   int c_offset) override {
+    const Linear& gemm = deform_gemm(d);
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Cy = y.dim(3);
+    const int k = d.k, kk = k * k;
+    const int64_t K = int64_t(kk) * Ci;
+    const int64_t P = B * H * W;
+    // Columns for a tile of positions: [tile, k²·Ci], sampled with the modulation applied, then
+    // one GEMM per tile into y's channel slice. ~8 MB of columns per tile.
+    const int64_t tile = std::max<int64_t>(64, std::min<int64_t>(P, (int64_t(8) << 20) / (K * 4)));
+    cols_.resize(size_t(tile * K));
+    float* cols = cols_.data();
+    for (int64_t p0 = 0; p0 < P; p0 += tile) {
+      const int64_t np = std::min(tile, P - p0);
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < np; ++t) {
+        const int64_t pos = p0 + t;
+        const int64_t b = pos / (H * W), p = (pos / W) % H, q = pos % W;
+        const float* o = om.data + pos * 3 * kk;
+        const float* xb = x.data + b * H * W * Ci;
+        for (int n = 0; n < kk; ++n) {
+          float* col = cols + t * K + int64_t(n) * Ci;
+          const float sy = float(p - d.pad + n / k) + o[2 * n];
+          const float sx = float(q - d.pad + n % k) + o[2 * n + 1];
+          const float mask = 2.f / (1.f + std::exp(-o[2 * kk + n]));
+          if (!(sy > -1.f && sy < float(H) && sx > -1.f && sx < float(W))) {
+            std::memset(col, 0, size_t(Ci) * sizeof(float));
+            continue;
+          }
+          const int y0 = int(std::floor(sy)), x0 = int(std::floor(sx));
+          const float ly = sy - float(y0), lx = sx - float(x0);
+          const float hy = 1.f - ly, hx = 1.f - lx;
+          // the four corners with their weights; a corner outside the image contributes 0
+          const float* c00 = (y0 >= 0 && x0 >= 0) ? xb + (int64_t(y0) * W + x0) * Ci : nullptr;
+          const float* c01 = (y0 >= 0 && x0 + 1 < W) ? xb + (int64_t(y0) * W + x0 + 1) * Ci : nullptr;
+          const float* c10 = (y0 + 1 < H && x0 >= 0) ? xb + (int64_t(y0 + 1) * W + x0) * Ci : nullptr;
+          const float* c11 = (y0 + 1 < H && x0 + 1 < W) ? xb + (int64_t(y0 + 1) * W + x0 + 1) * Ci : nullptr;
+          const float w00 = hy * hx * mask, w01 = hy * lx * mask, w10 = ly * hx * mask, w11 = ly * lx * mask;
+          if (c00 && c01 && c10 && c11) {
+#pragma omp simd
+            for (int64_t c = 0; c < Ci; ++c)
+              col[c] = w00 * c00[c] + w01 * c01[c] + w10 * c10[c] + w11 * c11[c];
+          } else {
+            for (int64_t c = 0; c < Ci; ++c) {
+              float v = 0.f;
+              if (c00) v += w00 * c00[c];
+              if (c01) v += w01 * c01[c];
+              if (c10) v += w10 * c10[c];
+              if (c11) v += w11 * c11[c];
+              col[c] = v;
+            }
+          }
+        }
+      }
+      dnn_.linear(gemm, cols, np, K, y.data + p0 * Cy + c_offset, Cy, d.regular.act, false);
+    }
+  }
+
+  void global_avg_pool(const Tensor& x, Tensor& y) override {
+    const int64_t B = x.dim(0), P = x.dim(1) * x.dim(2), C = x.dim(3);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<double> acc(size_t(C), 0.0);
+      for (int64_t p = 0; p < P; ++p) {
+        const float* xr = x.data + (b * P + p) * C;
+        for (int64_t c = 0; c < C; ++c) acc[c] += xr[c];
+      }
+      for (int64_t c = 0; c < C; ++c) y.data[b * C + c] = float(acc[c] / double(P));
+    }
+  }
+
+  void broadcast_channels(const Tensor& v, Tensor& y, int c_offset) override {
+    const int64_t B = y.dim(0), P = y.dim(1) * y.dim(2), Cy = y.dim(3), C = v.dim(3);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < B * P; ++r) {
+      std::memcpy(y.data + r * Cy + c_offset, v.data + (r / P) * C, size_t(C) * sizeof(float));
+    }
+  }
+
+  void add(const Tensor& x, Tensor& y) override {
+    const int64_t n = y.numel();
+    float* yd = y.data;
+    const float* xd = x.data;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) yd[i] += xd[i];
+  }
+
+  void mul_gate(const Tensor& g, Tensor& p) override {
+    const int64_t P = p.numel() / p.dim(3), C = p.dim(3);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < P; ++i) {
+      const float gv = g.data[i];
+      float* pr = p.data + i * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) pr[c] *= gv;
+    }
+  }
+
+ private:
+  // The regular_conv weight [out, in, k, k] as a linear over columns ordered (tap, channel).
+  const Linear& deform_gemm(const DeformConv& d) {
+    auto it = deform_gemms_.find(&d);
+    if (it != deform_gemms_.end()) return it->second;
+    const Conv2d& rc = d.regular;
+    const int kk = d.k * d.k;
+    Linear l;
+    l.name = rc.name;
+    l.in = kk * rc.in;
+    l.out = rc.out;
+    l.weight.resize(size_t(l.in) * l.out);
+    for (int o = 0; o < rc.out; ++o)
+      for (int c = 0; c < rc.in; ++c)
+        for (int n = 0; n < kk; ++n)
+          l.weight[size_t(o) * l.in + size_t(n) * rc.in + c] = rc.weight[(size_t(o) * rc.in + c) * kk + n];
+    l.bias = rc.bias;
+    return deform_gemms_.emplace(&d, std::move(l)).first->second;
+  }
+
+  cpu::OneDnn dnn_;
+  std::map<const DeformConv*, Linear> deform_gemms_;
+  std::vector<float> cols_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace biref

@@ -1,0 +1,57 @@
+// End-to-end golden tests: the model on synthetic weights against tensors recorded from the
+// official BiRefNet (float64). Prints the measured max-abs error of every recorded tensor.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+
+#include "biref/biref.h"
+#include "test_util.h"
+#include "weights/checkpoint.h"
+
+namespace biref {
+namespace {
+
+constexpr double kTolerance = 2e-4;  // golden/README.md: float32 engines within 2e-4 max abs
+
+void run_golden(const std::string& file, Device device) {
+  const Checkpoint golden = load_checkpoint(test::data_path(file));
+  const std::string backbone = golden.metadata.at("backbone");
+  const std::string seed = golden.metadata.at("seed");
+  LoadOptions opts;
+  opts.device = device;
+  auto model = Model::load("synthetic:" + backbone + ":" + seed, opts);
+
+  const TensorData& in = golden.tensors.at("input");
+  HostTensor input{in.shape, in.to_f32()};
+  std::map<std::string, double> errors;
+  model->set_dump([&](const std::string& name, const HostTensor& t) {
+    auto it = golden.tensors.find(name);
+    if (it == golden.tensors.end()) return;
+    ASSERT_EQ(t.shape, it->second.shape) << name;
+    const auto ref = it->second.to_f32();
+    errors[name] = test::max_abs_diff(t.data.data(), ref.data(), int64_t(ref.size()));
+  });
+  HostTensor out = model->forward(input);
+  const auto ref_out = golden.tensors.at("out").to_f32();
+  ASSERT_EQ(out.data.size(), ref_out.size());
+
+  std::printf("golden %s on %s:\n", file.c_str(), model->info().device.c_str());
+  int recorded = 0;
+  for (const auto& [name, t] : golden.tensors) {
+    if (name == "input") continue;
+    ++recorded;
+    ASSERT_TRUE(errors.count(name)) << "the model never produced '" << name << "'";
+    std::printf("  %-12s max abs err %.3e\n", name.c_str(), errors[name]);
+    EXPECT_LE(errors[name], kTolerance) << name;
+  }
+  EXPECT_EQ(recorded, 18);
+  EXPECT_LE(test::max_abs_diff(out.data.data(), ref_out.data(), int64_t(ref_out.size())), kTolerance);
+}
+
+TEST(Golden, SwinT256) { run_golden("swin_v1_t-256x256-seed0.safetensors", Device::Cpu); }
+TEST(Golden, SwinT192x320) { run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu); }
+TEST(Golden, SwinL256) { run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu); }
+
+}  // namespace
+}  // namespace biref
