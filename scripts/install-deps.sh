@@ -12,6 +12,7 @@ PACKAGES=(
   libcli11-dev           # command-line parsing
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev       # micro-benchmarks
+  libzip-dev             # PyTorch .pth checkpoints (zip format)
 )
 
 missing=()

@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/half.h"
+#include "weights/pth.h"
 #include "weights/safetensors.h"
 #include "weights/synthetic.h"
 
@@ -131,16 +132,8 @@ Checkpoint load_checkpoint(const std::string& source) {
   f.read(reinterpret_cast<char*>(head), 8);
   const std::streamsize got = f.gcount();
   BIREF_CHECK(got > 0, "checkpoint '", source, "' is empty");
-  if (got >= 2 && head[0] == 'P' && head[1] == 'K') {
-    fail("checkpoint '", source,
-         "' is a PyTorch zip (.pth) file; this build reads .safetensors only — convert it with "
-         "`python -c \"import torch, safetensors.torch as s; "
-         "s.save_file(torch.load('IN.pth', map_location='cpu'), 'OUT.safetensors')\"`");
-  }
-  if (got >= 2 && head[0] == 0x80) {
-    fail("checkpoint '", source, "' is a legacy PyTorch pickle file; this build reads "
-         ".safetensors only");
-  }
+  // PyTorch checkpoints: zip (PK) or the legacy pickle stream (PROTO opcode 0x80).
+  if (looks_like_pth(head, size_t(got))) return load_pth(source);
   return load_safetensors(source);
 }
 
