@@ -1,0 +1,253 @@
+// `biref convert` and `biref info`, run as the built command on small inputs, bad ones included:
+// each failure is one line on stderr, a non-zero exit code, and no output file left behind.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/half.h"
+#include "model/config.h"
+#include "test_util.h"
+#include "weights/checkpoint.h"
+#include "weights/safetensors.h"
+#include "weights/synthetic.h"
+
+namespace biref::pth_test {
+void save_state_dict_pth(const std::string& path,
+                         const std::vector<std::pair<std::string, TensorData>>& tensors,
+                         const std::string& prefix, const std::string& nest_key);
+}
+
+namespace biref {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `biref ARGS`, capturing stdout and stderr separately.
+CliRun run_cli(const std::string& args, const fs::path& dir) {
+  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd =
+      std::string(BIREF_CLI) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const fs::path& p) {
+    std::ifstream f(p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  r.out = slurp(out);
+  r.err = slurp(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+class ConvertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("biref-test-convert-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  // Nothing but `expected` in the folder: no temporary or partial output left.
+  void expect_files(std::initializer_list<std::string> expected) const {
+    std::set<std::string> have, want(expected);
+    for (const auto& e : fs::directory_iterator(dir_)) have.insert(e.path().filename().string());
+    EXPECT_EQ(have, want);
+  }
+  // A failed command: exit code != 0 and exactly one line "biref CMD: error: ...".
+  void expect_failure(const CliRun& r, const std::string& cmd, const std::string& needle) const {
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(r.err.rfind("biref " + cmd + ": error: ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+  fs::path dir_;
+};
+
+TEST_F(ConvertTest, SyntheticToSafetensors) {
+  const CliRun r =
+      run_cli("convert --synthetic swin_v1_t " + path("t.safetensors") + " --seed 3", dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("swin_v1_t"), std::string::npos) << r.out;
+  const Checkpoint ck = load_safetensors(path("t.safetensors"));
+  EXPECT_EQ(ck.metadata.at("backbone"), "swin_v1_t");
+  EXPECT_EQ(ck.metadata.at("seed"), "3");
+  EXPECT_EQ(ck.metadata.at("window"), "7");
+  EXPECT_EQ(ck.metadata.at("dtype"), "F32");
+  const ModelConfig cfg = detect_config(ck);
+  EXPECT_EQ(ck.metadata.at("config"), describe(cfg));
+  EXPECT_NO_THROW(validate_checkpoint(ck, cfg));
+  EXPECT_EQ(ck.tensors.size(), param_specs(cfg).size());
+  const Checkpoint ref = synthetic_checkpoint_from_spec("synthetic:swin_v1_t:3");
+  for (const char* name : {"bb.patch_embed.proj.weight", "decoder.conv_out1.0.bias",
+                           "squeeze_module.0.bn_in.running_var"}) {
+    EXPECT_EQ(ck.tensors.at(name).to_f32(), ref.tensors.at(name).to_f32()) << name;
+  }
+  expect_files({"t.safetensors"});
+}
+
+TEST_F(ConvertTest, PthToHalfSafetensorsDropsBuffersAndStripsPrefixes) {
+  // The synthetic swin_v1_t as a DataParallel + compiled training checkpoint, with buffers.
+  const Checkpoint syn = synthetic_checkpoint_from_spec("synthetic:swin_v1_t");
+  const ModelConfig cfg = detect_config(syn);
+  std::vector<std::pair<std::string, TensorData>> tensors;
+  for (const ParamSpec& p : param_specs(cfg)) tensors.emplace_back(p.name, syn.tensors.at(p.name));
+  auto nbt = std::make_shared<int64_t>(42);
+  TensorData b;
+  b.dtype = DType::I64;
+  b.data = nbt.get();
+  b.owner = nbt;
+  tensors.emplace_back("squeeze_module.0.bn_in.num_batches_tracked", b);
+  auto rpi = std::make_shared<std::vector<int64_t>>(49 * 49, 7);
+  TensorData r;
+  r.dtype = DType::I64;
+  r.shape = {49, 49};
+  r.data = rpi->data();
+  r.owner = std::shared_ptr<const void>(rpi, rpi->data());
+  tensors.emplace_back("bb.layers.0.blocks.0.attn.relative_position_index", r);
+  pth_test::save_state_dict_pth(path("in.pth"), tensors, "module._orig_mod.", "model");
+
+  const CliRun run =
+      run_cli("convert " + path("in.pth") + " " + path("h.safetensors") + " --dtype f16", dir_);
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find("2 buffers dropped"), std::string::npos) << run.out;
+  const Checkpoint ck = load_safetensors(path("h.safetensors"));
+  EXPECT_EQ(ck.metadata.at("source_format"), "pth");
+  EXPECT_EQ(ck.metadata.at("dtype"), "F16");
+  EXPECT_EQ(ck.tensors.size(), param_specs(cfg).size());
+  EXPECT_FALSE(ck.tensors.count("squeeze_module.0.bn_in.num_batches_tracked"));
+  EXPECT_FALSE(ck.tensors.count("bb.layers.0.blocks.0.attn.relative_position_index"));
+  for (const auto& [name, t] : ck.tensors) {
+    ASSERT_EQ(t.dtype, DType::F16) << name;
+    const auto want = syn.tensors.at(name).to_f32();
+    const auto* got = static_cast<const uint16_t*>(t.data);
+    for (size_t i = 0; i < want.size(); i += 97) {
+      ASSERT_EQ(got[i], f32_to_f16(want[i])) << name << " element " << i;
+    }
+  }
+
+  // info on the .pth: nesting, buffers and the training-only heads are reported.
+  const CliRun info = run_cli("info " + path("in.pth"), dir_);
+  ASSERT_EQ(info.code, 0) << info.err;
+  for (const char* s : {"PyTorch zip", "state_dict under 'model'", "backbone swin_v1_t", "F32 x",
+                        "I64 x2", "buffers       2", "training-only ", "parameters"}) {
+    EXPECT_NE(info.out.find(s), std::string::npos) << s << "\n" << info.out;
+  }
+  // info on the converted file.
+  const CliRun info16 = run_cli("info " + path("h.safetensors"), dir_);
+  ASSERT_EQ(info16.code, 0) << info16.err;
+  EXPECT_NE(info16.out.find("F16 x"), std::string::npos) << info16.out;
+  EXPECT_NE(info16.out.find("converted_by"), std::string::npos) << info16.out;
+  expect_files({"in.pth", "h.safetensors"});
+}
+
+TEST_F(ConvertTest, Bf16AndBackToF32) {
+  ASSERT_EQ(
+      run_cli("convert --synthetic swin_v1_t " + path("a.safetensors") + " --dtype bf16", dir_)
+          .code,
+      0);
+  const CliRun r = run_cli(
+      "convert " + path("a.safetensors") + " " + path("b.safetensors") + " --dtype f32", dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Checkpoint a = load_safetensors(path("a.safetensors"));
+  const Checkpoint b = load_safetensors(path("b.safetensors"));
+  const auto& ta = a.tensors.at("decoder.conv_out1.0.weight");
+  const auto& tb = b.tensors.at("decoder.conv_out1.0.weight");
+  EXPECT_EQ(ta.dtype, DType::BF16);
+  EXPECT_EQ(tb.dtype, DType::F32);
+  EXPECT_EQ(ta.to_f32(), tb.to_f32());  // bf16 -> f32 is exact
+}
+
+TEST_F(ConvertTest, InfoOnSynthetic) {
+  const CliRun r = run_cli("info synthetic:swin_v1_l", dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("backbone swin_v1_l"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("window 12"), std::string::npos) << r.out;
+}
+
+TEST_F(ConvertTest, MissingInput) {
+  expect_failure(run_cli("convert " + path("nope.pth") + " " + path("out.safetensors"), dir_),
+                 "convert", "nope.pth");
+  expect_failure(run_cli("info " + path("nope.pth"), dir_), "info", "nope.pth");
+  expect_files({});
+}
+
+TEST_F(ConvertTest, NotBiRefNet) {
+  // A state_dict of something else entirely.
+  auto v = std::make_shared<std::vector<float>>(6, 1.f);
+  TensorData t;
+  t.shape = {2, 3};
+  t.data = v->data();
+  t.owner = std::shared_ptr<const void>(v, v->data());
+  save_safetensors(path("other.safetensors"), {{"fc.weight", t}}, {});
+  expect_failure(
+      run_cli("convert " + path("other.safetensors") + " " + path("out.safetensors"), dir_),
+      "convert", "not a BiRefNet checkpoint");
+  // The .pth fixture has a patch embedding but nothing else of the model.
+  const std::string plain = test::data_path("checkpoints/plain.pth");
+  expect_failure(run_cli("convert " + plain + " " + path("out.safetensors"), dir_), "convert",
+                 "is incomplete");
+  // info still describes the file, then says why it is not BiRefNet.
+  const CliRun i = run_cli("info " + plain, dir_);
+  expect_failure(i, "info", "is incomplete");
+  EXPECT_NE(i.out.find("PyTorch zip"), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("BF16 x1, F16 x1, F32 x6, I64 x1"), std::string::npos) << i.out;
+  expect_files({"other.safetensors"});
+}
+
+TEST_F(ConvertTest, IncompleteCheckpointKeepsAnExistingOutput) {
+  const Checkpoint syn = synthetic_checkpoint_from_spec("synthetic:swin_v1_t");
+  std::vector<std::pair<std::string, TensorData>> tensors;
+  for (const auto& [name, t] : syn.tensors) {
+    if (name != "decoder.conv_out1.0.weight") tensors.emplace_back(name, t);
+  }
+  save_safetensors(path("bad.safetensors"), tensors, {});
+  {
+    std::ofstream f(path("out.safetensors"));
+    f << "previous";
+  }
+  expect_failure(
+      run_cli("convert " + path("bad.safetensors") + " " + path("out.safetensors"), dir_),
+      "convert", "missing tensor 'decoder.conv_out1.0.weight'");
+  std::ifstream f(path("out.safetensors"));
+  std::string content((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_EQ(content, "previous");
+  expect_files({"bad.safetensors", "out.safetensors"});
+}
+
+TEST_F(ConvertTest, BadArguments) {
+  expect_failure(run_cli("convert --synthetic swin_v9 " + path("o.safetensors"), dir_), "convert",
+                 "swin_v9");
+  expect_failure(run_cli("convert --synthetic swin_v1_t a b", dir_), "convert", "only the output");
+  expect_failure(run_cli("convert " + path("o.safetensors"), dir_), "convert", "IN OUT");
+  expect_failure(
+      run_cli("convert --synthetic swin_v1_t " + path("no/such/dir/o.safetensors"), dir_),
+      "convert", "o.safetensors");
+  EXPECT_NE(run_cli("convert --synthetic swin_v1_t o.safetensors --dtype f8", dir_).code, 0);
+  // A truncated safetensors input.
+  {
+    std::ofstream f(path("trunc.safetensors"), std::ios::binary);
+    f.write("\x40\0\0\0\0\0\0\0{\"a\":", 13);
+  }
+  expect_failure(
+      run_cli("convert " + path("trunc.safetensors") + " " + path("o.safetensors"), dir_),
+      "convert", "trunc.safetensors");
+  expect_files({"trunc.safetensors"});
+}
+
+}  // namespace
+}  // namespace biref
