@@ -2,6 +2,8 @@
 // Weights keep the PyTorch layouts ([out, in] for linears, [out, in, kh, kw] for convolutions);
 // a backend may keep its own packed copy (see CpuBackend), the reference kernels read these.
 #pragma once
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -9,8 +11,26 @@ namespace biref {
 
 enum class Act { None, Relu, Gelu, Sigmoid };
 
+// A process-unique identity for a layer, the key of a backend's caches (packed weights,
+// primitives). A copy is a new layer and gets a new id, so a cache never serves a stale entry
+// to a layer that merely reuses an old one's address.
+struct LayerId {
+  uint64_t value = next();
+  LayerId() = default;
+  LayerId(const LayerId&) : value(next()) {}
+  LayerId& operator=(const LayerId&) {
+    value = next();
+    return *this;
+  }
+  static uint64_t next() {
+    static std::atomic<uint64_t> counter{1};
+    return counter++;
+  }
+};
+
 // y = x Wᵀ + b. weight: [out, in]; bias: [out] or empty.
 struct Linear {
+  LayerId id;
   std::string name;  // state_dict prefix, for errors and dumps
   int in = 0, out = 0;
   std::vector<float> weight, bias;
@@ -19,6 +39,7 @@ struct Linear {
 // Square k×k convolution, NHWC activations. BatchNorm that followed it in the PyTorch model is
 // folded into weight and bias at load; `act` is the activation that follows (fused).
 struct Conv2d {
+  LayerId id;
   std::string name;
   int in = 0, out = 0, k = 1, stride = 1, pad = 0;
   std::vector<float> weight;  // [out, in, k, k]
@@ -39,6 +60,7 @@ struct LayerNorm {
 // `regular` holds the k×k weight [out, in, k, k] with the following BatchNorm folded in, and
 // the activation after it.
 struct DeformConv {
+  LayerId id;
   std::string name;
   int k = 1, pad = 0;
   Conv2d offset_mask;

@@ -358,7 +358,7 @@ class CpuBackend final : public Backend {
  private:
   // The regular_conv weight [out, in, k, k] as a linear over columns ordered (tap, channel).
   const Linear& deform_gemm(const DeformConv& d) {
-    auto it = deform_gemms_.find(&d);
+    auto it = deform_gemms_.find(d.id.value);
     if (it != deform_gemms_.end()) return it->second;
     const Conv2d& rc = d.regular;
     const int kk = d.k * d.k;
@@ -372,11 +372,11 @@ class CpuBackend final : public Backend {
         for (int n = 0; n < kk; ++n)
           l.weight[size_t(o) * l.in + size_t(n) * rc.in + c] = rc.weight[(size_t(o) * rc.in + c) * kk + n];
     l.bias = rc.bias;
-    return deform_gemms_.emplace(&d, std::move(l)).first->second;
+    return deform_gemms_.emplace(d.id.value, std::move(l)).first->second;
   }
 
   cpu::OneDnn dnn_;
-  std::map<const DeformConv*, Linear> deform_gemms_;
+  std::map<uint64_t, Linear> deform_gemms_;
   std::vector<float> cols_;
 };
 

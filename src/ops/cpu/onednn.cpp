@@ -28,7 +28,7 @@ dnnl::post_ops make_post_ops(Act act, bool accumulate) {
 
 OneDnn::OneDnn() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-const OneDnn::Packed* OneDnn::packed(const void* layer, const memory::desc& want, const memory& user) {
+const OneDnn::Packed* OneDnn::packed(uint64_t layer, const memory::desc& want, const memory& user) {
   auto& list = packed_[layer];
   for (const auto& p : list) {
     if (p->desc == want) return p.get();
@@ -50,7 +50,7 @@ const OneDnn::Packed* OneDnn::packed(const void* layer, const memory::desc& want
 void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
                     Act act, bool accumulate) {
   if (rows == 0) return;
-  const auto key = std::make_tuple(static_cast<const void*>(&l), rows, ldx, ldy, int(act), accumulate);
+  const auto key = std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate);
   auto it = matmuls_.find(key);
   if (it == matmuls_.end()) {
     const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
@@ -70,7 +70,7 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
     // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
     const memory user(memory::desc({l.in, l.out}, dt::f32, tag::ba), engine_,
                       const_cast<float*>(l.weight.data()));
-    p.weights = packed(&l, pd.weights_desc(), user);
+    p.weights = packed(l.id.value, pd.weights_desc(), user);
     p.prim = dnnl::matmul(pd);
     p.src = src;
     p.dst = dst;
@@ -88,7 +88,7 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
 
 void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2);
-  const auto key = std::make_tuple(static_cast<const void*>(&c), B, H, W);
+  const auto key = std::make_tuple(c.id.value, B, H, W);
   auto it = convs_.find(key);
   if (it == convs_.end()) {
     const memory::desc src({B, c.in, H, W}, dt::f32, tag::nhwc);
@@ -104,7 +104,7 @@ void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
     Prim p;
     const memory user(memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw), engine_,
                       const_cast<float*>(c.weight.data()));
-    p.weights = packed(&c, pd.weights_desc(), user);
+    p.weights = packed(c.id.value, pd.weights_desc(), user);
     p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));
     p.prim = dnnl::convolution_forward(pd);
     p.src = pd.src_desc();

@@ -33,13 +33,13 @@ class OneDnn {
     const Packed* weights = nullptr;
     dnnl::memory bias;
   };
-  const Packed* packed(const void* layer, const dnnl::memory::desc& want, const dnnl::memory& user);
+  const Packed* packed(uint64_t layer, const dnnl::memory::desc& want, const dnnl::memory& user);
 
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::map<std::tuple<const void*, int64_t, int64_t, int64_t, int, bool>, Prim> matmuls_;
-  std::map<std::tuple<const void*, int64_t, int64_t, int64_t>, Prim> convs_;
-  std::map<const void*, std::vector<std::unique_ptr<Packed>>> packed_;
+  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t, int, bool>, Prim> matmuls_;
+  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t>, Prim> convs_;
+  std::map<uint64_t, std::vector<std::unique_ptr<Packed>>> packed_;
 };
 
 }  // namespace biref::cpu

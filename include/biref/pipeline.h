@@ -1,0 +1,38 @@
+// The official image pipeline around the model (../shared/spec/PIPELINE.md): decode, resize the
+// 8-bit image to the model size, normalise; and back: sigmoid, align_corners resize, 8-bit mask.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "biref/biref.h"
+
+namespace biref {
+
+// 8-bit interleaved pixels: 3 channels RGB, or 1 channel gray, rows without padding.
+struct Image {
+  int width = 0, height = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+// Decodes any format OpenCV reads (EXIF orientation applied); gray becomes three equal channels
+// and alpha is dropped, as the official cv2.imread(path) does. Returns RGB.
+Image read_image(const std::string& path);
+// Writes a PNG (or any format by extension) atomically: a temp file renamed at the end, so no
+// half-written output is ever left under `path`.
+void write_image(const std::string& path, const Image& image);
+
+// RGB image -> model input [1, 3, height, width]: cv::resize INTER_LINEAR on the 8-bit image,
+// v/255, ImageNet mean/std.
+HostTensor preprocess(const Image& rgb, int width, int height);
+
+// Logits [1, 1, h, w] -> sigmoid -> bilinear align_corners=True to out_w × out_h ->
+// probabilities in [0, 1] (row-major, out_h × out_w).
+std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h);
+// round(255·p), half away from zero, clamped: a 1-channel image.
+Image mask_from_probabilities(const std::vector<float>& prob, int width, int height);
+
+// The whole path: image -> mask at the image's size, the model run at width × height.
+Image segment(Model& model, const Image& rgb, int width, int height);
+
+}  // namespace biref

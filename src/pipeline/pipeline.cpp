@@ -1,0 +1,131 @@
+#include "biref/pipeline.h"
+
+#include <cmath>
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <random>
+
+#include "core/check.h"
+#include "ops/ops.h"
+
+namespace biref {
+
+namespace fs = std::filesystem;
+
+Image read_image(const std::string& path) {
+  std::error_code ec;
+  BIREF_CHECK(fs::exists(path, ec), "image '", path, "' does not exist");
+  BIREF_CHECK(fs::is_regular_file(path, ec), "image '", path, "' is not a file");
+  const cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
+  BIREF_CHECK(!bgr.empty(), "cannot decode image '", path, "' (not an image, or a format OpenCV lacks)");
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  Image im;
+  im.width = rgb.cols;
+  im.height = rgb.rows;
+  im.channels = 3;
+  im.pixels.assign(rgb.data, rgb.data + rgb.total() * 3);
+  return im;
+}
+
+void write_image(const std::string& path, const Image& image) {
+  BIREF_CHECK(image.channels == 1 || image.channels == 3 || image.channels == 4,
+              "cannot write an image with ", image.channels, " channels");
+  const int type = image.channels == 1 ? CV_8UC1 : (image.channels == 3 ? CV_8UC3 : CV_8UC4);
+  cv::Mat m(image.height, image.width, type, const_cast<uint8_t*>(image.pixels.data()));
+  cv::Mat out;
+  if (image.channels == 3) {
+    cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
+  } else if (image.channels == 4) {
+    cv::cvtColor(m, out, cv::COLOR_RGBA2BGRA);
+  } else {
+    out = m;
+  }
+  const fs::path target(path);
+  const std::string ext = target.extension().string();
+  BIREF_CHECK(!ext.empty(), "output '", path, "' has no extension (e.g. .png)");
+  std::vector<uchar> buf;
+  bool ok = false;
+  try {
+    ok = cv::imencode(ext, out, buf);
+  } catch (const cv::Exception&) {
+    ok = false;
+  }
+  BIREF_CHECK(ok, "cannot encode '", path, "': unsupported extension '", ext, "'");
+  std::error_code ec;
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  BIREF_CHECK(fs::is_directory(dir, ec), "cannot write '", path, "': folder '", dir.string(),
+              "' does not exist");
+  std::random_device rd;
+  const fs::path tmp = dir / ("." + target.filename().string() + ".tmp-" + std::to_string(rd()));
+  {
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    BIREF_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
+    const size_t n = std::fwrite(buf.data(), 1, buf.size(), f);
+    const bool good = n == buf.size() && std::fflush(f) == 0;
+    std::fclose(f);
+    if (!good) {
+      fs::remove(tmp, ec);
+      fail("error writing '", path, "' (disk full?)");
+    }
+  }
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    fail("cannot write '", path, "': ", ec.message());
+  }
+}
+
+HostTensor preprocess(const Image& rgb, int width, int height) {
+  BIREF_CHECK(rgb.channels == 3, "preprocess expects an RGB image");
+  cv::Mat src(rgb.height, rgb.width, CV_8UC3, const_cast<uint8_t*>(rgb.pixels.data()));
+  cv::Mat resized;
+  // On the 8-bit image (OpenCV's fixed-point bilinear), exactly as the official code does.
+  cv::resize(src, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+  static const float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
+  HostTensor t;
+  t.shape = {1, 3, height, width};
+  t.data.resize(size_t(3) * width * height);
+  const int64_t plane = int64_t(width) * height;
+  for (int64_t p = 0; p < plane; ++p)
+    for (int c = 0; c < 3; ++c) {
+      const float v = float(resized.data[p * 3 + c]) / 255.f;
+      t.data[c * plane + p] = (v - mean[c]) / stdv[c];
+    }
+  return t;
+}
+
+std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h) {
+  BIREF_CHECK(logits.shape.size() == 4 && logits.shape[0] == 1 && logits.shape[1] == 1,
+              "logits must be [1, 1, H, W], got ", shape_str(logits.shape));
+  const int64_t h = logits.shape[2], w = logits.shape[3];
+  Tensor p = Tensor::empty({1, h, w, 1});
+  for (int64_t i = 0; i < h * w; ++i) p.data[i] = 1.f / (1.f + std::exp(-logits.data[i]));
+  Tensor full = Tensor::empty({1, out_h, out_w, 1});
+  static thread_local std::unique_ptr<Backend> cpu = make_cpu_backend();
+  cpu->resize_bilinear_ac(p, full);
+  return std::vector<float>(full.data, full.data + full.numel());
+}
+
+Image mask_from_probabilities(const std::vector<float>& prob, int width, int height) {
+  Image m;
+  m.width = width;
+  m.height = height;
+  m.channels = 1;
+  m.pixels.resize(size_t(width) * height);
+  for (size_t i = 0; i < m.pixels.size(); ++i) {
+    const float v = std::round(255.f * prob[i]);  // half away from zero
+    m.pixels[i] = uint8_t(std::clamp(v, 0.f, 255.f));
+  }
+  return m;
+}
+
+Image segment(Model& model, const Image& rgb, int width, int height) {
+  BIREF_CHECK(width % 32 == 0 && height % 32 == 0 && width > 0 && height > 0, "model size ", width,
+              "x", height, " is not supported: width and height must be positive multiples of 32");
+  const HostTensor logits = model.forward(preprocess(rgb, width, height));
+  return mask_from_probabilities(probabilities(logits, rgb.width, rgb.height), rgb.width, rgb.height);
+}
+
+}  // namespace biref

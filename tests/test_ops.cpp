@@ -1,0 +1,239 @@
+// Every optimised CPU kernel against its naive reference on random inputs, odd sizes included.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace biref {
+namespace {
+
+using test::max_abs_diff;
+using test::random_tensor;
+using test::random_vector;
+
+struct Backends {
+  std::unique_ptr<Backend> ref = make_ref_backend();
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+};
+
+Conv2d random_conv(int in, int out, int k, int stride, int pad, Act act, uint32_t seed) {
+  Conv2d c;
+  c.name = "test.conv";
+  c.in = in, c.out = out, c.k = k, c.stride = stride, c.pad = pad, c.act = act;
+  const float s = 1.f / std::sqrt(float(in * k * k));
+  c.weight = random_vector(size_t(out) * in * k * k, seed, -s, s);
+  c.bias = random_vector(size_t(out), seed + 1, -0.1f, 0.1f);
+  return c;
+}
+
+Linear random_linear(int in, int out, bool bias, uint32_t seed) {
+  Linear l;
+  l.name = "test.linear";
+  l.in = in, l.out = out;
+  const float s = 1.f / std::sqrt(float(in));
+  l.weight = random_vector(size_t(out) * in, seed, -s, s);
+  if (bias) l.bias = random_vector(size_t(out), seed + 1, -0.1f, 0.1f);
+  return l;
+}
+
+TEST(Ops, LinearWithActivationsStridesAndAccumulate) {
+  Backends b;
+  for (Act act : {Act::None, Act::Relu, Act::Gelu, Act::Sigmoid}) {
+    for (int rows : {1, 7, 53}) {
+      const int in = 37, out = 29, ldx = 41, ldy = 33;
+      Linear l = random_linear(in, out, act != Act::Sigmoid, 3);
+      Tensor x = random_tensor({rows, ldx}, 5);
+      Tensor y0 = random_tensor({rows, ldy}, 6), y1 = Tensor::empty(y0.shape);
+      std::copy(y0.data, y0.data + y0.numel(), y1.data);
+      for (bool acc : {false, true}) {
+        b.ref->linear(l, x.data, rows, ldx, y0.data, ldy, act, acc);
+        b.cpu->linear(l, x.data, rows, ldx, y1.data, ldy, act, acc);
+        EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "act " << int(act) << " rows " << rows;
+      }
+    }
+  }
+}
+
+TEST(Ops, Conv2dShapesStridesAndActivations) {
+  Backends b;
+  struct Case { int B, H, W, in, out, k, stride, pad; Act act; };
+  for (const Case& c : {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
+                        Case{1, 5, 7, 11, 3, 1, 1, 0, Act::Sigmoid}, Case{1, 11, 9, 4, 9, 7, 1, 3, Act::None}}) {
+    Conv2d conv = random_conv(c.in, c.out, c.k, c.stride, c.pad, c.act, 11);
+    Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
+    const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+    Tensor y0 = Tensor::empty({c.B, Ho, Wo, c.out}), y1 = Tensor::empty(y0.shape);
+    b.ref->conv2d(conv, x, y0);
+    b.cpu->conv2d(conv, x, y1);
+    EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "k " << c.k;
+  }
+}
+
+TEST(Ops, LayerNorm) {
+  Backends b;
+  LayerNorm ln;
+  ln.dim = 45;
+  ln.weight = random_vector(45, 1, 0.5f, 1.5f);
+  ln.bias = random_vector(45, 2);
+  Tensor x = random_tensor({17, 45}, 3, -4.f, 6.f);
+  Tensor y0 = Tensor::empty(x.shape), y1 = Tensor::empty(x.shape);
+  b.ref->layer_norm(ln, x.data, 17, y0.data);
+  b.cpu->layer_norm(ln, x.data, 17, y1.data);
+  EXPECT_LE(max_abs_diff(y0, y1), 1e-5);
+}
+
+TEST(Ops, WindowPartitionReverseAndAttention) {
+  Backends b;
+  // odd grids that need padding, with and without shift, window 7 and 12
+  struct Case { int B, h, w, window, shift, heads, hd; };
+  for (const Case& c : {Case{1, 9, 11, 7, 0, 2, 8}, Case{2, 9, 11, 7, 3, 3, 4}, Case{1, 13, 5, 12, 6, 1, 16},
+                        Case{1, 14, 14, 7, 3, 2, 5}}) {
+    const WindowGeometry g = window_geometry(c.h, c.w, c.window, c.shift);
+    const int C = c.heads * c.hd;
+    Tensor x = random_tensor({c.B, c.h, c.w, C}, 21);
+    Tensor w0 = Tensor::empty({c.B, g.windows(), g.tokens(), C}), w1 = Tensor::empty(w0.shape);
+    b.ref->window_partition(x, g, w0);
+    b.cpu->window_partition(x, g, w1);
+    ASSERT_EQ(max_abs_diff(w0, w1), 0.0);
+
+    Tensor qkv = random_tensor({c.B, g.windows(), g.tokens(), 3 * C}, 22, -2.f, 2.f);
+    auto bias = random_vector(size_t(c.heads) * g.tokens() * g.tokens(), 23);
+    Tensor a0 = Tensor::empty(w0.shape), a1 = Tensor::empty(w0.shape);
+    b.ref->window_attention(qkv.data, c.B, g, c.heads, c.hd, bias.data(), a0.data);
+    b.cpu->window_attention(qkv.data, c.B, g, c.heads, c.hd, bias.data(), a1.data);
+    EXPECT_LE(max_abs_diff(a0, a1), 1e-5) << "window " << c.window << " shift " << c.shift;
+
+    Tensor x0 = random_tensor(x.shape, 24), x1 = Tensor::empty(x.shape);
+    std::copy(x0.data, x0.data + x0.numel(), x1.data);
+    b.ref->window_reverse_add(a0, g, x0);
+    b.cpu->window_reverse_add(a0, g, x1);
+    EXPECT_EQ(max_abs_diff(x0, x1), 0.0);
+  }
+}
+
+TEST(Ops, ShiftMaskGivesZeroWeightAcrossRegions) {
+  // With one token per region pair differing only in v, a masked key must not leak into the output.
+  auto ref = make_ref_backend();
+  const WindowGeometry g = window_geometry(7, 7, 7, 3);  // one window covering all three regions
+  const int C = 1, N = g.tokens();
+  std::vector<float> qkv(size_t(N) * 3 * C, 0.f), bias(size_t(N) * N, 0.f), out(size_t(N) * C);
+  for (int m = 0; m < N; ++m) qkv[size_t(m) * 3 + 2] = float(m);  // v = token index
+  ref->window_attention(qkv.data(), 1, g, 1, 1, bias.data(), out.data());
+  // hp = 7, w = 7, s = 3: regions are rows/cols [0, 4) and [4, 7). Token 0 attends (with equal
+  // weights, q = k = 0) to the 16 tokens of rows 0-3 × cols 0-3 only: mean index 12, where the
+  // unmasked window would give 24.
+  EXPECT_NEAR(out[0], 12.f, 1e-5);
+  auto cpu = make_cpu_backend();
+  std::vector<float> out1(out.size());
+  cpu->window_attention(qkv.data(), 1, g, 1, 1, bias.data(), out1.data());
+  EXPECT_LE(max_abs_diff(out.data(), out1.data(), N), 1e-5);
+}
+
+TEST(Ops, PatchMergeOddSizes) {
+  Backends b;
+  for (auto [h, w] : {std::pair{7, 9}, std::pair{8, 6}}) {
+    Tensor x = random_tensor({2, h, w, 5}, 31);
+    Tensor y0 = Tensor::empty({2, (h + 1) / 2, (w + 1) / 2, 20}), y1 = Tensor::empty(y0.shape);
+    b.ref->patch_merge(x, y0);
+    b.cpu->patch_merge(x, y1);
+    EXPECT_EQ(max_abs_diff(y0, y1), 0.0);
+  }
+}
+
+TEST(Ops, ResizeBilinearAlignCorners) {
+  Backends b;
+  for (auto [ho, wo] : {std::pair{13, 29}, std::pair{4, 3}, std::pair{1, 1}, std::pair{32, 32}}) {
+    Tensor x = random_tensor({2, 7, 11, 5}, 41);
+    Tensor y0 = Tensor::empty({2, ho, wo, 5}), y1 = Tensor::empty(y0.shape);
+    b.ref->resize_bilinear_ac(x, y0);
+    b.cpu->resize_bilinear_ac(x, y1);
+    EXPECT_LE(max_abs_diff(y0, y1), 2e-6) << ho << "x" << wo;
+  }
+  // align_corners=True keeps the corners exactly
+  Tensor x = random_tensor({1, 5, 6, 1}, 42), y = Tensor::empty({1, 9, 17, 1});
+  b.cpu->resize_bilinear_ac(x, y);
+  EXPECT_EQ(y.data[0], x.data[0]);
+  EXPECT_EQ(y.data[9 * 17 - 1], x.data[5 * 6 - 1]);
+}
+
+TEST(Ops, ConcatPatchesPoolBroadcastAddGate) {
+  Backends b;
+  Tensor p1 = random_tensor({2, 3, 5, 4}, 51), p2 = random_tensor({2, 3, 5, 7}, 52);
+  Tensor c0 = Tensor::empty({2, 3, 5, 11}), c1 = Tensor::empty(c0.shape);
+  b.ref->concat_channels({&p1, &p2}, c0);
+  b.cpu->concat_channels({&p1, &p2}, c1);
+  EXPECT_EQ(max_abs_diff(c0, c1), 0.0);
+
+  Tensor img = random_tensor({2, 12, 20, 3}, 53);
+  Tensor q0 = Tensor::empty({2, 3, 5, 3 * 16}), q1 = Tensor::empty(q0.shape);
+  b.ref->image_patches(img, 4, q0);
+  b.cpu->image_patches(img, 4, q1);
+  EXPECT_EQ(max_abs_diff(q0, q1), 0.0);
+  // channel c·g² + row·g + col at (i, j) is image pixel (row·h + i, col·w + j) of channel c
+  EXPECT_EQ(q0.data[(1 * 3 * 5 + 2 * 5 + 3) * 48 + 2 * 16 + 3 * 4 + 1],
+            img.data[((1 * 12 + 3 * 3 + 2) * 20 + 1 * 5 + 3) * 3 + 2]);
+
+  Tensor g0 = Tensor::empty({2, 1, 1, 11}), g1 = Tensor::empty(g0.shape);
+  b.ref->global_avg_pool(c0, g0);
+  b.cpu->global_avg_pool(c0, g1);
+  EXPECT_LE(max_abs_diff(g0, g1), 1e-6);
+
+  Tensor y0 = Tensor::zeros({2, 3, 5, 15}), y1 = Tensor::zeros(y0.shape);
+  b.ref->broadcast_channels(g0, y0, 4);
+  b.cpu->broadcast_channels(g0, y1, 4);
+  EXPECT_EQ(max_abs_diff(y0, y1), 0.0);
+
+  b.ref->add(c0, c0);
+  b.cpu->add(c1, c1);
+  EXPECT_EQ(max_abs_diff(c0, c1), 0.0);
+
+  Tensor gate = random_tensor({2, 3, 5, 1}, 54, 0.f, 1.f);
+  b.ref->mul_gate(gate, c0);
+  b.cpu->mul_gate(gate, c1);
+  EXPECT_EQ(max_abs_diff(c0, c1), 0.0);
+}
+
+TEST(Ops, DeformableConvAllKernelSizesAndBorders) {
+  Backends b;
+  for (int k : {1, 3, 7}) {
+    for (float offset_scale : {0.f, 0.7f, 6.f}) {  // 6: many samples fall outside the image
+      DeformConv d;
+      d.name = "test.deform";
+      d.k = k;
+      d.pad = k / 2;
+      d.regular = random_conv(6, 10, k, 1, d.pad, Act::Relu, 61 + k);
+      const int B = 2, H = 9, W = 11, Cy = 14, c_off = 3;
+      Tensor x = random_tensor({B, H, W, 6}, 62);
+      Tensor om = random_tensor({B, H, W, 3 * k * k}, 63, -offset_scale - 0.f, offset_scale + 0.f);
+      for (int64_t i = 0; i < om.numel(); ++i)  // mask logits in a sane range
+        if (i % (3 * k * k) >= 2 * k * k) om.data[i] = om.data[i] / (offset_scale + 1.f);
+      Tensor y0 = Tensor::zeros({B, H, W, Cy}), y1 = Tensor::zeros(y0.shape);
+      b.ref->deform_conv(d, x, om, y0, c_off);
+      b.cpu->deform_conv(d, x, om, y1, c_off);
+      EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "k " << k << " offsets " << offset_scale;
+      // channels outside the slice are untouched
+      EXPECT_EQ(y1.data[0], 0.f);
+      EXPECT_EQ(y1.data[Cy - 1], 0.f);
+    }
+  }
+}
+
+TEST(Ops, DeformableConvWithZeroOffsetsIsAConvolution) {
+  // offsets 0 and mask logits 0 (mask = 2·sigmoid(0) = 1): an ordinary convolution
+  Backends b;
+  DeformConv d;
+  d.k = 3;
+  d.pad = 1;
+  d.regular = random_conv(4, 5, 3, 1, 1, Act::None, 71);
+  Tensor x = random_tensor({1, 6, 7, 4}, 72);
+  Tensor om = Tensor::zeros({1, 6, 7, 27});
+  Tensor y0 = Tensor::empty({1, 6, 7, 5}), y1 = Tensor::empty(y0.shape);
+  b.cpu->deform_conv(d, x, om, y0, 0);
+  b.ref->conv2d(d.regular, x, y1);
+  EXPECT_LE(max_abs_diff(y0, y1), 2e-5);
+}
+
+}  // namespace
+}  // namespace biref

@@ -1,0 +1,117 @@
+// The image pipeline against the official one: preprocessing, logits, resized probabilities and
+// the 8-bit masks recorded in golden/pipeline (swin_v1_t, synthetic seed 0, 256x256).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "biref/pipeline.h"
+#include "test_util.h"
+#include "weights/checkpoint.h"
+
+namespace biref {
+namespace {
+
+TEST(Pipeline, MatchesOfficialMasksWithinOne) {
+  std::ifstream f(test::data_path("pipeline/cases.json"));
+  const auto cases = nlohmann::json::parse(f);
+  auto model = Model::load("synthetic:" + cases["backbone"].get<std::string>() + ":" +
+                           std::to_string(cases["seed"].get<int>()));
+  int n = 0;
+  for (auto& [name, c] : cases["cases"].items()) {
+    const Image img = read_image(test::data_path("pipeline/" + c["image"].get<std::string>()));
+    const int W = c["model_size_wxh"][0], H = c["model_size_wxh"][1];
+    ASSERT_EQ(img.width, c["original_size_wxh"][0].get<int>());
+    ASSERT_EQ(img.height, c["original_size_wxh"][1].get<int>());
+    const Checkpoint ref = load_checkpoint(test::data_path("pipeline/" + c["tensors"].get<std::string>()));
+
+    const HostTensor input = preprocess(img, W, H);
+    const auto ref_in = ref.tensors.at("input").to_f32();
+    const double in_err = test::max_abs_diff(input.data.data(), ref_in.data(), int64_t(ref_in.size()));
+
+    const HostTensor logits = model->forward(input);
+    const auto ref_logits = ref.tensors.at("logits").to_f32();
+    const double logit_err = test::max_abs_diff(logits.data.data(), ref_logits.data(), int64_t(ref_logits.size()));
+
+    const auto prob = probabilities(logits, img.width, img.height);
+    const auto ref_prob = ref.tensors.at("prob_full").to_f32();
+    ASSERT_EQ(prob.size(), ref_prob.size());
+    const double prob_err = test::max_abs_diff(prob.data(), ref_prob.data(), int64_t(prob.size()));
+
+    const Image mask = mask_from_probabilities(prob, img.width, img.height);
+    const cv::Mat ref_mask = cv::imread(test::data_path("pipeline/" + c["mask"].get<std::string>()),
+                                        cv::IMREAD_GRAYSCALE);
+    ASSERT_EQ(ref_mask.total(), mask.pixels.size());
+    int max_diff = 0;
+    int64_t differing = 0;
+    for (size_t i = 0; i < mask.pixels.size(); ++i) {
+      const int d = std::abs(int(mask.pixels[i]) - int(ref_mask.data[i]));
+      max_diff = std::max(max_diff, d);
+      differing += d != 0;
+    }
+    std::printf("pipeline %-12s input err %.2e, logits err %.2e, prob err %.2e, mask max diff %d "
+                "(%lld of %zu pixels differ)\n",
+                name.c_str(), in_err, logit_err, prob_err, max_diff, (long long)differing,
+                mask.pixels.size());
+    EXPECT_LE(in_err, 1e-5) << name;
+    EXPECT_LE(logit_err, 2e-4) << name;
+    EXPECT_LE(prob_err, 1e-4) << name;
+    EXPECT_LE(max_diff, 1) << name;
+    ++n;
+  }
+  EXPECT_EQ(n, 4);
+}
+
+TEST(Pipeline, RejectsBadImagesAndSizes) {
+  EXPECT_THROW(read_image("/nonexistent/image.png"), Error);
+  const std::string junk = testing::TempDir() + "/junk.png";
+  std::ofstream(junk) << "this is not a png";
+  try {
+    read_image(junk);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(junk), std::string::npos);
+  }
+  auto model = Model::load("synthetic:swin_v1_t");
+  Image img;
+  img.width = img.height = 40;
+  img.channels = 3;
+  img.pixels.assign(40 * 40 * 3, 128);
+  EXPECT_THROW(segment(*model, img, 100, 64), Error);
+  HostTensor bad;
+  bad.shape = {1, 3, 48, 64};
+  bad.data.resize(3 * 48 * 64);
+  try {
+    model->forward(bad);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiples of 32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pipeline, BatchOfTwoEqualsTwoSingleRuns) {
+  auto model = Model::load("synthetic:swin_v1_t");
+  HostTensor a = {{1, 3, 64, 96}, test::random_vector(3 * 64 * 96, 1)};
+  HostTensor b = {{1, 3, 64, 96}, test::random_vector(3 * 64 * 96, 2)};
+  HostTensor ab = {{2, 3, 64, 96}, a.data};
+  ab.data.insert(ab.data.end(), b.data.begin(), b.data.end());
+  const HostTensor la = model->forward(a), lb = model->forward(b), lab = model->forward(ab);
+  ASSERT_EQ(lab.shape, (std::vector<int64_t>{2, 1, 64, 96}));
+  const int64_t n = 64 * 96;
+  EXPECT_LE(test::max_abs_diff(lab.data.data(), la.data.data(), n), 1e-4);
+  EXPECT_LE(test::max_abs_diff(lab.data.data() + n, lb.data.data(), n), 1e-4);
+}
+
+TEST(Pipeline, SteadyStateAllocatesNoActivations) {
+  auto model = Model::load("synthetic:swin_v1_t");
+  HostTensor a = {{1, 3, 64, 64}, test::random_vector(3 * 64 * 64, 3)};
+  model->forward(a);
+  const size_t held = model->activation_bytes();
+  model->forward(a);
+  model->forward(a);
+  EXPECT_EQ(model->activation_bytes(), held);
+}
+
+}  // namespace
+}  // namespace biref
