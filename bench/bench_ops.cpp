@@ -1,0 +1,103 @@
+// Micro-benchmarks of the CPU kernels at the shapes BiRefNet runs them (swin_v1_t, 1024² input
+// where it fits in a few hundred ms). Run: build/bench/biref_microbench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+
+#include "ops/ops.h"
+
+namespace biref {
+namespace {
+
+Tensor filled(const Shape& s, uint32_t seed) {
+  Tensor t = Tensor::empty(s);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data[i] = d(rng);
+  return t;
+}
+
+std::vector<float> filled(size_t n, uint32_t seed, float scale) {
+  std::vector<float> v(n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-scale, scale);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Stage-0 MLP fc1 of swin_v1_t at 1024²: 65536 tokens × 96 -> 384, GELU fused.
+void BM_LinearFc1Gelu(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  Linear l;
+  l.in = 96;
+  l.out = 384;
+  l.weight = filled(size_t(96) * 384, 1, 0.1f);
+  l.bias = filled(384, 2, 0.1f);
+  const int64_t rows = st.range(0);
+  Tensor x = filled({rows, 96}, 3), y = Tensor::empty({rows, 384});
+  for (auto _ : st) be->linear(l, x.data, rows, 96, y.data, 384, Act::Gelu, false);
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * 96 * 384 * st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_LinearFc1Gelu)->Arg(16384)->Arg(65536)->Unit(benchmark::kMillisecond);
+
+// Window attention, stage 0 of swin_v1_t at 512²: 128×128 tokens, window 7, 3 heads of 32.
+void BM_WindowAttention(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  const int heads = 3, hd = 32, C = heads * hd;
+  const WindowGeometry g = window_geometry(int(st.range(0)), int(st.range(0)), 7, int(st.range(1)));
+  Tensor qkv = filled({1, g.windows(), g.tokens(), 3 * C}, 4);
+  auto bias = filled(size_t(heads) * g.tokens() * g.tokens(), 5, 0.5f);
+  Tensor out = Tensor::empty({1, g.windows(), g.tokens(), C});
+  for (auto _ : st) be->window_attention(qkv.data, 1, g, heads, hd, bias.data(), out.data);
+  st.counters["GFLOP/s"] = benchmark::Counter(
+      4.0 * g.windows() * heads * g.tokens() * g.tokens() * hd * st.iterations() / 1e9,
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_WindowAttention)->Args({128, 0})->Args({128, 3})->Unit(benchmark::kMillisecond);
+
+// The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map.
+void BM_DeformConv7(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  const int h = int(st.range(0)), k = 7;
+  DeformConv d;
+  d.k = k;
+  d.pad = 3;
+  d.regular.in = 64;
+  d.regular.out = 256;
+  d.regular.k = k;
+  d.regular.act = Act::Relu;
+  d.regular.weight = filled(size_t(256) * 64 * 49, 6, 0.02f);
+  d.regular.bias = filled(256, 7, 0.1f);
+  Tensor x = filled({1, h, h, 64}, 8), om = filled({1, h, h, 3 * k * k}, 9);
+  Tensor y = Tensor::empty({1, h, h, 1280});
+  for (auto _ : st) be->deform_conv(d, x, om, y, 0);
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * h * h * 256 * 64 * 49 * st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DeformConv7)->Arg(64)->Arg(128)->Unit(benchmark::kMillisecond);
+
+void BM_LayerNorm(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  LayerNorm ln;
+  ln.dim = 96;
+  ln.weight = filled(96, 1, 1.f);
+  ln.bias = filled(96, 2, 1.f);
+  const int64_t rows = 65536;
+  Tensor x = filled({rows, 96}, 3), y = Tensor::empty({rows, 96});
+  for (auto _ : st) be->layer_norm(ln, x.data, rows, y.data);
+  st.SetBytesProcessed(st.iterations() * rows * 96 * 8);
+}
+BENCHMARK(BM_LayerNorm)->Unit(benchmark::kMillisecond);
+
+void BM_ResizeAlignCorners(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  Tensor x = filled({1, 256, 256, 96}, 1), y = Tensor::empty({1, 1024, 1024, 96});
+  for (auto _ : st) be->resize_bilinear_ac(x, y);
+  st.SetBytesProcessed(st.iterations() * y.numel() * 4);
+}
+BENCHMARK(BM_ResizeAlignCorners)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace biref

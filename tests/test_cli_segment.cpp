@@ -1,0 +1,132 @@
+// `biref segment` and `biref bench` as a user runs them: outputs, exit codes, one-line errors,
+// and no output file left behind on failure.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "test_util.h"
+#include "weights/safetensors.h"
+#include "weights/synthetic.h"
+
+namespace biref {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+Result run(const std::string& args) {
+  Result r;
+  FILE* p = popen((std::string(BIREF_CLI) + " " + args + " 2>&1").c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+int lines(const std::string& s) { return int(std::count(s.begin(), s.end(), '\n')); }
+
+class SegmentCli : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir = fs::path(testing::TempDir()) / "biref_cli";
+    fs::create_directories(dir);
+    out = (dir / "mask.png").string();
+    fs::remove(out);
+  }
+  void expect_failure(const std::string& args, const std::string& needle) {
+    const Result r = run(args + " -o " + out);
+    EXPECT_NE(r.code, 0) << r.out;
+    EXPECT_EQ(lines(r.out), 1) << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(out)) << "output left behind by: " << args;
+  }
+  fs::path dir;
+  std::string out;
+};
+
+TEST_F(SegmentCli, WritesTheOfficialMask) {
+  const std::string img = test::data_path("pipeline/astronaut.jpg");
+  const Result r = run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 256x256");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const cv::Mat mine = cv::imread(out, cv::IMREAD_UNCHANGED);
+  const cv::Mat ref = cv::imread(test::data_path("pipeline/astronaut.mask.png"), cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(mine.type(), CV_8UC1);
+  ASSERT_EQ(mine.size(), ref.size());
+  cv::Mat diff;
+  cv::absdiff(mine, ref, diff);
+  double mx = 0;
+  cv::minMaxLoc(diff, nullptr, &mx);
+  EXPECT_LE(mx, 1.0);
+  // no temporary files left in the output folder
+  int files = 0;
+  for (auto& e : fs::directory_iterator(dir)) files += e.path().filename().string()[0] == '.';
+  EXPECT_EQ(files, 0);
+}
+
+TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
+  const std::string img = test::data_path("pipeline/astronaut.jpg");
+  expect_failure("segment " + (dir / "missing.jpg").string() + " --model synthetic:swin_v1_t",
+                 "does not exist");
+  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size 250x256", "multiples of 32");
+  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size big", "not a size");
+  expect_failure("segment " + img + " --model " + (dir / "none.safetensors").string(), "cannot open");
+  expect_failure("segment " + img + " --model synthetic:resnet50", "unknown backbone");
+
+  // a truncated checkpoint
+  const std::string good = (dir / "t.safetensors").string();
+  ASSERT_EQ(run("convert --synthetic swin_v1_t " + good).code, 0);
+  {
+    const auto size = fs::file_size(good);
+    fs::resize_file(good, size / 2);
+  }
+  expect_failure("segment " + img + " --model " + good, "outside");
+
+  // not BiRefNet
+  std::vector<float> w(64, 0.5f);
+  const std::string other = (dir / "other.safetensors").string();
+  save_safetensors(other, {{"conv1.weight", {DType::F32, {64}, w.data(), nullptr}}}, {});
+  expect_failure("segment " + img + " --model " + other, "not a BiRefNet checkpoint");
+
+  // a wrongly shaped tensor in an otherwise complete checkpoint
+  {
+    Checkpoint ck = synthetic_checkpoint_from_spec("synthetic:swin_v1_t");
+    std::vector<std::pair<std::string, TensorData>> ts(ck.tensors.begin(), ck.tensors.end());
+    for (auto& [name, t] : ts)
+      if (name == "decoder.lateral_block2.conv.bias") t.shape = {2, 96};
+    const std::string bad = (dir / "bad.safetensors").string();
+    save_safetensors(bad, ts, {});
+    expect_failure("segment " + img + " --model " + bad,
+                   "'decoder.lateral_block2.conv.bias' has shape [2, 96], expected [192]");
+  }
+  // an unwritable output folder
+  const Result r = run("segment " + img + " --model synthetic:swin_v1_t --size 64x64 -o /nonexistent/dir/m.png");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("does not exist"), std::string::npos) << r.out;
+}
+
+TEST(BenchCli, JsonHasTheDocumentedKeys) {
+  const Result r = run("bench --model synthetic:swin_v1_t --size 64x64 --runs 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"load_ms", "median_ms", "min_ms", "max_ms", "gflops", "gflops_per_s",
+                        "sgemm_gflops_per_s", "peak_rss_mb", "stages"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_GT(j["gflops"].get<double>(), 0.0);
+  EXPECT_LE(j["min_ms"].get<double>(), j["median_ms"].get<double>());
+  for (const char* s : {"backbone.full", "backbone.half", "squeeze", "decoder"})
+    EXPECT_TRUE(j["stages"].contains(s)) << s;
+}
+
+}  // namespace
+}  // namespace biref
