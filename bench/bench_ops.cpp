@@ -40,7 +40,7 @@ void BM_LinearFc1Gelu(benchmark::State& st) {
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * 96 * 384 * st.iterations() / 1e9,
                                               benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_LinearFc1Gelu)->Arg(16384)->Arg(65536)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LinearFc1Gelu)->UseRealTime()->Arg(16384)->Arg(65536)->Unit(benchmark::kMillisecond);
 
 // Window attention, stage 0 of swin_v1_t at 512²: 128×128 tokens, window 7, 3 heads of 32.
 void BM_WindowAttention(benchmark::State& st) {
@@ -55,7 +55,7 @@ void BM_WindowAttention(benchmark::State& st) {
       4.0 * g.windows() * heads * g.tokens() * g.tokens() * hd * st.iterations() / 1e9,
       benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_WindowAttention)->Args({128, 0})->Args({128, 3})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_WindowAttention)->UseRealTime()->Args({128, 0})->Args({128, 3})->Unit(benchmark::kMillisecond);
 
 // The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map.
 void BM_DeformConv7(benchmark::State& st) {
@@ -76,7 +76,7 @@ void BM_DeformConv7(benchmark::State& st) {
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * h * h * 256 * 64 * 49 * st.iterations() / 1e9,
                                               benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_DeformConv7)->Arg(64)->Arg(128)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DeformConv7)->UseRealTime()->Arg(64)->Arg(128)->Unit(benchmark::kMillisecond);
 
 void BM_LayerNorm(benchmark::State& st) {
   auto be = make_cpu_backend();
@@ -89,7 +89,7 @@ void BM_LayerNorm(benchmark::State& st) {
   for (auto _ : st) be->layer_norm(ln, x.data, rows, y.data);
   st.SetBytesProcessed(st.iterations() * rows * 96 * 8);
 }
-BENCHMARK(BM_LayerNorm)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LayerNorm)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_ResizeAlignCorners(benchmark::State& st) {
   auto be = make_cpu_backend();
@@ -97,7 +97,7 @@ void BM_ResizeAlignCorners(benchmark::State& st) {
   for (auto _ : st) be->resize_bilinear_ac(x, y);
   st.SetBytesProcessed(st.iterations() * y.numel() * 4);
 }
-BENCHMARK(BM_ResizeAlignCorners)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ResizeAlignCorners)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace biref

@@ -237,3 +237,22 @@ TEST(Ops, DeformableConvWithZeroOffsetsIsAConvolution) {
 
 }  // namespace
 }  // namespace biref
+
+#include "ops/cpu/vec_math.h"
+
+namespace biref {
+namespace {
+
+TEST(Ops, FastExpMatchesStdExp) {
+  double worst = 0;
+  for (float x = -87.f; x <= 88.f; x += 0.001953125f) {
+    const double ref = std::exp(double(x));
+    worst = std::max(worst, std::fabs(double(cpu::fast_exp(x)) - ref) / ref);
+  }
+  std::printf("fast_exp max relative error %.2e\n", worst);
+  EXPECT_LE(worst, 3e-7);
+  EXPECT_EQ(cpu::fast_exp(0.f), 1.f);
+}
+
+}  // namespace
+}  // namespace biref

@@ -169,7 +169,31 @@ BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg) {
     d.ipt_blk[blk].conv_out = r.conv(p + ".conv_out", 1, 1, Act::None);
   }
   for (int blk = 4; blk >= 1; --blk) d.decoder_block[blk] = r.dec_block(str_cat("decoder.decoder_block", blk));
-  d.conv_out1 = r.conv("decoder.conv_out1.0", 1, 0, Act::None);
+  {
+    const Conv2d head = r.conv("decoder.conv_out1.0", 1, 0, Act::None);
+    const int cd = cfg.dec_out(1), ci = head.in - cd;
+    d.conv_out1_dec = head;
+    d.conv_out1_dec.name = "decoder.conv_out1.0[:dec]";
+    d.conv_out1_dec.in = cd;
+    d.conv_out1_dec.weight.assign(head.weight.begin(), head.weight.begin() + cd);
+    // compose: out[y, x] = Σ_c w1[c]·(b_o[c] + Σ W_o[c, i, ky, kx]·t[i, ...])
+    const Conv2d& co = d.ipt_blk[1].conv_out;  // [ci, 64, 3, 3]
+    Conv2d f;
+    f.name = "decoder.ipt_blk1.conv_out+conv_out1.0[ipt:]";
+    f.in = co.in;
+    f.out = 1;
+    f.k = co.k;
+    f.pad = co.pad;
+    f.weight.assign(size_t(co.in) * co.k * co.k, 0.f);
+    f.bias.assign(1, 0.f);
+    const size_t per = size_t(co.in) * co.k * co.k;
+    for (int c = 0; c < ci; ++c) {
+      const double w1 = head.weight[size_t(cd + c)];
+      for (size_t j = 0; j < per; ++j) f.weight[j] = float(f.weight[j] + w1 * co.weight[c * per + j]);
+      f.bias[0] = float(f.bias[0] + w1 * co.bias[c]);
+    }
+    d.ipt_blk1_conv_out = std::move(f);
+  }
   for (int blk = 4; blk >= 2; --blk) {
     d.lateral_block[blk] = r.conv(str_cat("decoder.lateral_block", blk, ".conv"), 1, 0, Act::None);
     d.gdt_convs[blk] = r.conv(str_cat("decoder.gdt_convs_", blk, ".0"), 1, 1, Act::Relu);

@@ -235,11 +235,18 @@ struct Runner {
       if (blk > 1) gate(d, blk, p);
     }
     for (Tensor& e : enc) e = Tensor();
-    Tensor up = resize(p, H, W);
+    // out = conv_out1(cat(interp(p1, (H, W)), ipt_blk1(x))), computed as (see modules.h)
+    // interp(conv_out1_dec(p1)) + (ipt_blk1.conv_out ∘ conv_out1_ipt)(ipt_blk1.conv1(x))
+    Tensor z = conv(d.conv_out1_dec, p);
     p = Tensor();
-    Tensor ip1 = ipt(d.ipt_blk[1], x, H, W);
-    Tensor in = concat({&up, &ip1});
-    Tensor out = conv(d.conv_out1, in);
+    Tensor out = resize(z, H, W);
+    z = Tensor();
+    {
+      Tensor t = conv(d.ipt_blk[1].conv1, x);
+      Tensor o2 = conv(d.ipt_blk1_conv_out, t);
+      t = Tensor();
+      be.add(o2, out);
+    }
     dump("out", out);
     lap("decoder");
     return out;

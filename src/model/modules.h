@@ -62,7 +62,14 @@ struct Decoder {
   std::array<Conv2d, 5> lateral_block;       // [2..4] .conv
   std::array<Conv2d, 5> gdt_convs;           // [2..4] .0 conv with .1 BN folded, ReLU
   std::array<Conv2d, 5> gdt_convs_attn;      // [2..4] .0 conv 1×1 -> 1, sigmoid
-  Conv2d conv_out1;                          // conv_out1.0, 1×1 -> 1
+  // conv_out1.0 (1×1, dec_out(1) + ipt_out(1) -> 1) split by its input channels. Both halves
+  // are linear, so they are applied where they are cheapest, exactly:
+  //   conv_out1(cat(interp(p1), ipt_blk1(x))) = interp(conv_out1_dec(p1)) + conv_out1_ipt(ipt_blk1(x))
+  // (interp's weights sum to 1, so the bias passes through it), and conv_out1_ipt is composed
+  // with ipt_blk1.conv_out (3×3 then 1×1, no activation between) into one 3×3 conv to 1 channel.
+  // The full-resolution concat and the upsampled decoder features are never materialised.
+  Conv2d conv_out1_dec;      // at stride 4, with conv_out1.0's bias
+  Conv2d ipt_blk1_conv_out;  // ipt_blk1.conv_out ∘ conv_out1_ipt: 3×3, 64 -> 1
 };
 
 struct BiRefNet {

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "ops/cpu/onednn.h"
+#include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
 namespace biref {
@@ -142,17 +143,23 @@ class CpuBackend final : public Backend {
 #pragma omp simd
             for (int m = 0; m < N; ++m) sr[m] += qv * kr[m];
           }
-          if (g.shift > 0) {
-            const int ln = label[n];
-            for (int m = 0; m < N; ++m)
-              if (label[m] != ln) sr[m] = -INFINITY;
-          }
           float mx = -INFINITY;
-          for (int m = 0; m < N; ++m) mx = std::max(mx, sr[m]);
+          if (g.shift > 0) {
+            // masked keys: exactly zero weight (never the row's own token, so mx is finite)
+            const int ln = label[n];
+            for (int m = 0; m < N; ++m) {
+              if (label[m] != ln) sr[m] = -INFINITY;
+              mx = std::max(mx, sr[m]);
+            }
+          } else {
+            for (int m = 0; m < N; ++m) mx = std::max(mx, sr[m]);
+          }
           float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
           for (int m = 0; m < N; ++m) {
-            sr[m] = std::exp(sr[m] - mx);
-            sum += sr[m];
+            const float e = sr[m] == -INFINITY ? 0.f : cpu::fast_exp(sr[m] - mx);
+            sr[m] = e;
+            sum += e;
           }
           const float inv = 1.f / sum;
           float* orow = out + (bw * N + n) * C + h * hd;
@@ -282,7 +289,7 @@ class CpuBackend final : public Backend {
           float* col = cols + t * K + int64_t(n) * Ci;
           const float sy = float(p - d.pad + n / k) + o[2 * n];
           const float sx = float(q - d.pad + n % k) + o[2 * n + 1];
-          const float mask = 2.f / (1.f + std::exp(-o[2 * kk + n]));
+          const float mask = 2.f / (1.f + cpu::fast_exp(-o[2 * kk + n]));
           if (!(sy > -1.f && sy < float(H) && sx > -1.f && sx < float(W))) {
             std::memset(col, 0, size_t(Ci) * sizeof(float));
             continue;
