@@ -1,0 +1,159 @@
+#include "eval/dataset.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <opencv2/core/utility.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <thread>
+
+#include "core/check.h"
+
+namespace biref::eval {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// name -> path of the images of one folder, with duplicates reported.
+std::map<std::string, std::string> list_images(const std::string& dir, const char* what,
+                                               std::vector<Problem>& problems) {
+  std::error_code ec;
+  BIREF_CHECK(fs::is_directory(dir, ec), what, " folder not found: ", dir);
+  const auto& exts = image_extensions();
+  struct Found {
+    std::string path;
+    size_t rank;
+  };
+  std::map<std::string, std::vector<Found>> by_name;
+  fs::directory_iterator it(dir, ec);
+  BIREF_CHECK(!ec, "cannot list ", what, " folder ", dir, ": ", ec.message());
+  for (const auto& entry : it) {
+    if (!entry.is_regular_file(ec)) continue;
+    const fs::path& p = entry.path();
+    const std::string ext = lower(p.extension().string());
+    const auto rank = std::find(exts.begin(), exts.end(), ext);
+    if (rank == exts.end()) continue;
+    by_name[p.stem().string()].push_back({p.string(), size_t(rank - exts.begin())});
+  }
+  std::map<std::string, std::string> out;
+  for (auto& [name, found] : by_name) {
+    std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) {
+      return a.rank != b.rank ? a.rank < b.rank : a.path < b.path;
+    });
+    out[name] = found[0].path;
+    for (size_t i = 1; i < found.size(); ++i)
+      problems.push_back({found[i].path, str_cat("duplicate ", what, " name, ignored (using ",
+                                                 found[0].path, ")")});
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& image_extensions() {
+  static const std::vector<std::string> exts = {".png", ".jpg",  ".jpeg", ".bmp",
+                                                ".tif", ".tiff", ".webp"};
+  return exts;
+}
+
+Pairing pair_folders(const std::string& pred_dir, const std::string& gt_dir) {
+  Pairing r;
+  const auto gts = list_images(gt_dir, "GT", r.problems);
+  const auto preds = list_images(pred_dir, "prediction", r.problems);
+  for (const auto& [name, gt_path] : gts) {
+    const auto p = preds.find(name);
+    if (p == preds.end()) {
+      r.problems.push_back({gt_path, str_cat("missing prediction: no ", name,
+                                             ".{png,jpg,jpeg,bmp,tif,tiff,webp} in ", pred_dir)});
+      continue;
+    }
+    r.pairs.push_back({name, p->second, gt_path});
+  }
+  for (const auto& [name, pred_path] : preds)
+    if (!gts.count(name))
+      r.problems.push_back(
+          {pred_path, str_cat("prediction without a GT of that name in ", gt_dir)});
+  return r;
+}
+
+DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& options) {
+  DatasetResult result;
+  SetAccumulator acc(options.groups);
+  const size_t total = pairs.size();
+  int threads = options.threads > 0 ? options.threads : int(std::thread::hardware_concurrency());
+  threads = std::max(1, std::min<int>(threads, int(std::max<size_t>(total, 1))));
+
+  // Parallel over images only: OpenCV's own threads inside each worker would oversubscribe.
+  const int cv_threads = cv::getNumThreads();
+  if (threads > 1) cv::setNumThreads(1);
+
+  std::mutex mu;
+  std::atomic<size_t> next{0};
+  size_t next_to_add = 0, done = 0;
+  struct Finished {
+    bool ok;
+    ImageScores scores;
+    std::string error_file, error;
+  };
+  std::map<size_t, Finished> pending;  // finished out of order, waiting for their turn
+
+  auto worker = [&] {
+    for (;;) {
+      const size_t i = next.fetch_add(1);
+      if (i >= total) return;
+      const Pair& pair = pairs[i];
+      Finished f{false, {}, {}, {}};
+      cv::Mat gt = cv::imread(pair.gt_path, cv::IMREAD_GRAYSCALE);
+      cv::Mat pred = gt.empty() ? cv::Mat() : cv::imread(pair.pred_path, cv::IMREAD_GRAYSCALE);
+      if (gt.empty()) {
+        f.error_file = pair.gt_path;
+        f.error = "unreadable GT image, skipped";
+      } else if (pred.empty()) {
+        f.error_file = pair.pred_path;
+        f.error = "unreadable prediction image, skipped";
+      } else {
+        try {
+          f.scores = score_image(pred, gt, options.groups);
+          f.ok = true;
+        } catch (const std::exception& e) {
+          f.error_file = pair.pred_path;
+          f.error = str_cat("cannot score: ", e.what());
+        }
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      pending.emplace(i, std::move(f));
+      while (!pending.empty() && pending.begin()->first == next_to_add) {
+        Finished& ready = pending.begin()->second;
+        if (ready.ok) {
+          acc.add(ready.scores);
+          if (options.keep_images)
+            result.images.push_back({pairs[next_to_add].name, ready.scores.values});
+        } else {
+          result.problems.push_back({ready.error_file, ready.error});
+        }
+        pending.erase(pending.begin());
+        ++next_to_add;
+      }
+      ++done;
+      if (options.progress) options.progress(done, total);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (threads > 1) cv::setNumThreads(cv_threads);
+  result.set = acc.finish();
+  return result;
+}
+
+}  // namespace biref::eval
