@@ -106,11 +106,18 @@ TEST(Pipeline, BatchOfTwoEqualsTwoSingleRuns) {
 TEST(Pipeline, SteadyStateAllocatesNoActivations) {
   auto model = Model::load("synthetic:swin_v1_t");
   HostTensor a = {{1, 3, 64, 64}, test::random_vector(3 * 64 * 64, 3)};
-  model->forward(a);
+  const HostTensor first = model->forward(a);  // records the plan
   const size_t held = model->activation_bytes();
-  model->forward(a);
-  model->forward(a);
+  EXPECT_GT(held, 0u);
+  const HostTensor second = model->forward(a);  // served from the planned block
+  const HostTensor third = model->forward(a);
   EXPECT_EQ(model->activation_bytes(), held);
+  EXPECT_EQ(first.data, second.data);
+  EXPECT_EQ(first.data, third.data);
+  // another shape re-plans, and going back re-plans again with the same result
+  HostTensor b = {{1, 3, 96, 64}, test::random_vector(3 * 96 * 64, 4)};
+  model->forward(b);
+  EXPECT_EQ(model->forward(a).data, first.data);
 }
 
 }  // namespace

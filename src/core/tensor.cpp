@@ -39,72 +39,131 @@ Tensor Tensor::wrap(float* data, const Shape& shape) {
   return t;
 }
 
-struct Pool::State {
+struct Arena::Record {
+  struct Event {
+    size_t bytes;
+    int64_t t_alloc, t_free;
+  };
   std::mutex mu;
-  std::multimap<int64_t, float*> free_blocks;  // size in floats -> block
-  size_t bytes = 0;
-  bool alive = true;
+  std::vector<Event> events;
+  int64_t clock = 0;
 };
 
-std::shared_ptr<Pool::State> Pool::make_state() { return std::make_shared<State>(); }
+namespace {
+size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+}  // namespace
 
-Pool::~Pool() {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  for (auto& [n, p] : state_->free_blocks) std::free(p);
-  state_->free_blocks.clear();
-  state_->alive = false;  // blocks still in use are freed by their tensors
+Arena::~Arena() { drop_plan(); }
+
+void Arena::drop_plan() {
+  std::free(arena_);
+  arena_ = nullptr;
+  arena_bytes_ = 0;
+  plan_offsets_.clear();
+  plan_sizes_.clear();
+  plan_key_.clear();
 }
 
-Tensor Pool::empty(const Shape& shape) {
-  const int64_t n = std::max<int64_t>(numel_of(shape), 1);
-  float* p = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    auto it = state_->free_blocks.find(n);
-    if (it != state_->free_blocks.end()) {
-      p = it->second;
-      state_->free_blocks.erase(it);
-    } else {
-      state_->bytes += size_t(n) * sizeof(float);
-    }
+void Arena::begin_run(const Shape& key) {
+  running_ = true;
+  next_ = 0;
+  heap_allocations_ = 0;
+  plan_broken_ = false;
+  replay_ = arena_ != nullptr && key == plan_key_;
+  if (!replay_) {
+    drop_plan();  // one plan at a time: a new shape replaces the old one
+    plan_key_ = key;
+    record_ = std::make_shared<Record>();
   }
-  if (!p) {
-    p = aligned_floats(n);
-    ++allocations_;
-  }
-  std::shared_ptr<State> st = state_;
-  Tensor t;
-  t.shape = shape;
-  t.data = p;
-  t.storage = std::shared_ptr<float>(p, [st, n](float* q) {
-    std::lock_guard<std::mutex> lock(st->mu);
-    if (st->alive) {
-      st->free_blocks.emplace(n, q);
-    } else {
-      std::free(q);
+}
+
+Tensor Arena::empty(const Shape& shape) {
+  const size_t bytes = round64(size_t(std::max<int64_t>(numel_of(shape), 1)) * sizeof(float));
+  if (replay_ && !plan_broken_) {
+    if (next_ < plan_sizes_.size() && plan_sizes_[next_] == bytes) {
+      return Tensor::wrap(arena_ + plan_offsets_[next_++] / sizeof(float), shape);
     }
-  });
+    plan_broken_ = true;  // this pass differs from the recorded one: heap until re-planned
+  }
+  ++heap_allocations_;
+  Tensor t = Tensor::empty(shape);
+  if (running_ && !replay_) {
+    std::shared_ptr<Record> rec = record_;
+    size_t index;
+    {
+      std::lock_guard<std::mutex> lock(rec->mu);
+      index = rec->events.size();
+      rec->events.push_back({bytes, rec->clock++, INT64_MAX});
+    }
+    std::shared_ptr<float> inner = t.storage;
+    t.storage = std::shared_ptr<float>(t.data, [rec, index, inner](float*) mutable {
+      std::lock_guard<std::mutex> lock(rec->mu);
+      rec->events[index].t_free = rec->clock++;
+      inner.reset();
+    });
+  }
   return t;
 }
 
-Tensor Pool::zeros(const Shape& shape) {
+Tensor Arena::zeros(const Shape& shape) {
   Tensor t = empty(shape);
   std::memset(t.data, 0, size_t(t.numel()) * sizeof(float));
   return t;
 }
 
-size_t Pool::bytes_held() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  return state_->bytes;
+void Arena::end_run() {
+  running_ = false;
+  if (replay_) {
+    if (plan_broken_) drop_plan();
+    return;
+  }
+  build_plan();
+  record_.reset();
 }
 
-void Pool::release_free() {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  for (auto& [n, p] : state_->free_blocks) {
-    std::free(p);
-    state_->bytes -= size_t(n) * sizeof(float);
+void Arena::abort_run() {
+  running_ = false;
+  if (!replay_ || plan_broken_) drop_plan();
+  record_.reset();
+}
+
+void Arena::build_plan() {
+  std::vector<Record::Event> ev;
+  {
+    std::lock_guard<std::mutex> lock(record_->mu);
+    ev = record_->events;
   }
-  state_->free_blocks.clear();
+  std::vector<size_t> order(ev.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ev[a].bytes > ev[b].bytes; });
+  std::vector<size_t> offset(ev.size(), 0);
+  std::vector<size_t> placed;
+  size_t total = 0;
+  for (size_t i : order) {
+    // blocks already placed whose lifetimes overlap this one, by offset
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (size_t j : placed) {
+      if (ev[j].t_alloc < ev[i].t_free && ev[i].t_alloc < ev[j].t_free) {
+        busy.push_back({offset[j], offset[j] + ev[j].bytes});
+      }
+    }
+    std::sort(busy.begin(), busy.end());
+    size_t at = 0;
+    for (const auto& [b, e] : busy) {
+      if (at + ev[i].bytes <= b) break;
+      at = std::max(at, e);
+    }
+    offset[i] = at;
+    total = std::max(total, at + ev[i].bytes);
+    placed.push_back(i);
+  }
+  void* block = std::aligned_alloc(64, std::max<size_t>(total, 64));
+  if (!block) fail("out of memory allocating ", total, " bytes of activations");
+  arena_ = static_cast<float*>(block);
+  arena_bytes_ = total;
+  plan_sizes_.resize(ev.size());
+  plan_offsets_ = offset;
+  for (size_t i = 0; i < ev.size(); ++i) plan_sizes_[i] = ev[i].bytes;
 }
 
 }  // namespace biref

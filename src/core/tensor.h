@@ -35,28 +35,39 @@ struct Tensor {
   static Tensor wrap(float* data, const Shape& shape);
 };
 
-// Recycles activation buffers: a block freed by a tensor returns to the pool and is handed out
-// again to the next request of the same size. After the first run at a given input shape, a
-// forward pass allocates nothing (every block it needs is already in the pool).
-class Pool {
+// Activation memory planned per input shape. The first forward pass at a shape allocates from
+// the heap and records every allocation's size and lifetime; end_run() then packs those
+// lifetimes into one block (largest first, each at the lowest offset free for its lifetime).
+// Every later pass at that shape is served from the block in the same order: no allocation in
+// the steady state, and the block is about the peak of live activations, not their sum.
+// A pass whose allocations differ from the plan falls back to the heap and is recorded anew.
+class Arena {
  public:
-  Pool() = default;
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
-  ~Pool();
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  ~Arena();
 
+  void begin_run(const Shape& key);
+  void end_run();
+  void abort_run();  // a pass that threw: forget what it recorded
   Tensor empty(const Shape& shape);
   Tensor zeros(const Shape& shape);
 
-  size_t bytes_held() const;     // every block the pool owns (free or in use)
-  size_t allocations() const { return allocations_; }  // calls to the system allocator so far
-  void release_free();           // returns free blocks to the system
+  size_t bytes_held() const { return arena_bytes_; }  // the planned block
+  size_t heap_allocations() const { return heap_allocations_; }  // of the last pass
 
  private:
-  struct State;
-  std::shared_ptr<State> state_ = make_state();
-  size_t allocations_ = 0;
-  static std::shared_ptr<State> make_state();
+  struct Record;
+  Shape plan_key_;
+  std::vector<size_t> plan_offsets_, plan_sizes_;
+  float* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
+  bool running_ = false, replay_ = false, plan_broken_ = false;
+  size_t next_ = 0, heap_allocations_ = 0;
+  std::shared_ptr<Record> record_;
+  void build_plan();
+  void drop_plan();
 };
 
 }  // namespace biref

@@ -14,7 +14,7 @@ using Clock = std::chrono::steady_clock;
 struct Runner {
   ForwardContext& ctx;
   Backend& be;
-  Pool& pool;
+  Arena& pool;
 
   explicit Runner(ForwardContext& c) : ctx(c), be(c.backend), pool(c.pool) {}
 

@@ -12,7 +12,7 @@ namespace biref {
 
 struct ForwardContext {
   Backend& backend;
-  Pool& pool;
+  Arena& pool;
   // Called with each named intermediate (NHWC tensor) when set.
   std::function<void(const std::string&, const Tensor&)> dump;
   std::vector<StageTiming> timings;

@@ -14,7 +14,7 @@ struct Model::Impl {
   ModelInfo info;
   BiRefNet net;
   std::unique_ptr<Backend> backend;
-  Pool pool;
+  Arena pool;
   DumpFn dump;
   std::vector<StageTiming> timings;
   double flops = 0;
@@ -38,6 +38,25 @@ struct Model::Impl {
     timings = std::move(ctx.timings);
     flops = ctx.flops;
     return out;
+  }
+
+  // One pass inside an arena run: `make_input` builds the NHWC input (possibly in the arena);
+  // the logits are copied out before the arena is reused.
+  template <typename MakeInput>
+  HostTensor run_in_arena(const Shape& key, const Shape& out_shape, MakeInput make_input) {
+    pool.begin_run(key);
+    HostTensor r;
+    r.shape = out_shape;
+    try {
+      Tensor x = make_input();
+      Tensor out = run(x);
+      r.data.assign(out.data, out.data + out.numel());
+    } catch (...) {
+      pool.abort_run();
+      throw;
+    }
+    pool.end_run();
+    return r;
   }
 };
 
@@ -65,34 +84,35 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
 
 ModelInfo Model::info() const { return impl_->info; }
 
-HostTensor Model::forward(const HostTensor& input) {
-  BIREF_CHECK(input.shape.size() == 4 && input.shape[1] == 3, "model input must be [B, 3, H, W], got ",
-              shape_str(input.shape));
+namespace {
+void check_input(const HostTensor& input, int channel_axis, const char* layout) {
+  BIREF_CHECK(input.shape.size() == 4 && input.shape[channel_axis] == 3, "model input must be ",
+              layout, ", got ", shape_str(input.shape));
   BIREF_CHECK(int64_t(input.data.size()) == input.numel(), "model input has ", input.data.size(),
               " values for shape ", shape_str(input.shape));
+}
+}  // namespace
+
+HostTensor Model::forward(const HostTensor& input) {
+  check_input(input, 1, "[B, 3, H, W]");
   const int64_t B = input.shape[0], H = input.shape[2], W = input.shape[3];
-  Tensor x = impl_->pool.empty({B, H, W, 3});
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < 3; ++c)
-      for (int64_t p = 0; p < H * W; ++p) x.data[(b * H * W + p) * 3 + c] = input.data[(b * 3 + c) * H * W + p];
-  Tensor out = impl_->run(x);
-  HostTensor r;
-  r.shape = {B, 1, H, W};  // one channel: NHWC and NCHW have the same memory order
-  r.data.assign(out.data, out.data + out.numel());
-  return r;
+  // one channel: [B, 1, H, W] and [B, H, W, 1] have the same memory order
+  return impl_->run_in_arena(input.shape, {B, 1, H, W}, [&] {
+    Tensor x = impl_->pool.empty({B, H, W, 3});
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t p = 0; p < H * W; ++p)
+          x.data[(b * H * W + p) * 3 + c] = input.data[(b * 3 + c) * H * W + p];
+    return x;
+  });
 }
 
 HostTensor Model::forward_nhwc(const HostTensor& input) {
-  BIREF_CHECK(input.shape.size() == 4 && input.shape[3] == 3, "model input must be [B, H, W, 3], got ",
-              shape_str(input.shape));
-  BIREF_CHECK(int64_t(input.data.size()) == input.numel(), "model input has ", input.data.size(),
-              " values for shape ", shape_str(input.shape));
-  Tensor x = Tensor::wrap(const_cast<float*>(input.data.data()), input.shape);
-  Tensor out = impl_->run(x);
-  HostTensor r;
-  r.shape = {input.shape[0], input.shape[1], input.shape[2], 1};
-  r.data.assign(out.data, out.data + out.numel());
-  return r;
+  check_input(input, 3, "[B, H, W, 3]");
+  const Shape& s = input.shape;
+  return impl_->run_in_arena(s, {s[0], s[1], s[2], 1}, [&] {
+    return Tensor::wrap(const_cast<float*>(input.data.data()), s);
+  });
 }
 
 void Model::set_dump(DumpFn fn) { impl_->dump = std::move(fn); }
