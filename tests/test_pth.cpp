@@ -13,6 +13,7 @@
 #include "test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/pth.h"
+#include "weights/safetensors.h"
 
 namespace biref {
 namespace {
@@ -110,6 +111,37 @@ TEST(Pth, LoadCheckpointDispatchesByContent) {
     EXPECT_EQ(ck.format, "pth");
     expect_matches_fixture(ck);
   }
+}
+
+TEST(Pth, SafetensorsStartingWith0x80IsNotTakenForPth) {
+  // A safetensors header length whose low byte is 0x80 (or whose bytes read "PK") must still go
+  // to the safetensors reader.
+  auto v = std::make_shared<float>(1.5f);
+  TensorData t;
+  t.shape = {1};
+  t.data = v.get();
+  t.owner = v;
+  const std::string path = temp_path("x80.safetensors");
+  for (const uint64_t target : {uint64_t(0x180), uint64_t(0x4b50)}) {
+    auto header_len = [&](size_t pad) {
+      save_safetensors(path, {{"w", t}}, {{"pad", std::string(pad, 'x')}});
+      const std::string bytes = read_file(path);
+      uint64_t len = 0;
+      for (int i = 7; i >= 0; --i) len = len << 8 | static_cast<unsigned char>(bytes[i]);
+      return len;
+    };
+    const uint64_t base = header_len(0);  // each pad byte adds one, before rounding up to 8
+    bool hit = false;
+    for (size_t pad = target - base - 8; pad <= target - base + 8 && !hit; ++pad) {
+      hit = header_len(pad) == target;
+    }
+    ASSERT_TRUE(hit);
+    ASSERT_EQ(read_file(path)[0], target == 0x180 ? '\x80' : 'P');
+    const Checkpoint ck = load_checkpoint(path);
+    EXPECT_EQ(ck.format, "safetensors");
+    EXPECT_EQ(ck.tensors.at("w").to_f32(), std::vector<float>{1.5f});
+  }
+  expect_error([&] { load_pth(path); }, {"not a PyTorch checkpoint"});
 }
 
 TEST(Pth, ContiguousTensorsShareTheirStorage) {

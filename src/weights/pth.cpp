@@ -482,19 +482,26 @@ Checkpoint load_legacy(const std::string& path) {
 }  // namespace
 
 bool looks_like_pth(const unsigned char* head, size_t n) {
-  return (n >= 2 && head[0] == 'P' && head[1] == 'K') || (n >= 2 && head[0] == 0x80);
+  // Four bytes each, so that a safetensors file whose header length happens to start with 0x80
+  // or "PK" is never taken for one: a zip local header "PK\3\4", or the legacy format's first
+  // pickle PROTO n, LONG1 of 10 bytes (the magic number).
+  if (n < 4) return false;
+  const bool zip = head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
+  const bool legacy =
+      head[0] == 0x80 && head[1] >= 2 && head[1] <= 5 && head[2] == 0x8a && head[3] == 0x0a;
+  return zip || legacy;
 }
 
 Checkpoint load_pth(const std::string& path) {
-  unsigned char head[2] = {};
+  unsigned char head[4] = {};
   {
     std::ifstream f(path, std::ios::binary);
     BIREF_CHECK(f.good(), "cannot open checkpoint '", path, "'");
-    f.read(reinterpret_cast<char*>(head), 2);
-    BIREF_CHECK(f.gcount() == 2, "checkpoint '", path, "' is truncated (", f.gcount(), " bytes)");
+    f.read(reinterpret_cast<char*>(head), 4);
+    BIREF_CHECK(looks_like_pth(head, size_t(f.gcount())), "checkpoint '", path,
+                "' is not a PyTorch checkpoint (neither a zip archive nor the legacy format)");
   }
-  if (head[0] == 'P' && head[1] == 'K') return load_zip(path);
-  BIREF_CHECK(head[0] == 0x80, "checkpoint '", path, "' is not a PyTorch checkpoint");
+  if (head[0] == 'P') return load_zip(path);
   return load_legacy(path);
 }
 

@@ -15,8 +15,8 @@
 
 namespace biref {
 
-// True when the first bytes of a file look like a PyTorch checkpoint (zip "PK", or a pickle
-// PROTO opcode 0x80 as the legacy format starts with).
+// True when the first bytes (at least 4) of a file are those of a PyTorch checkpoint: a zip
+// local file header, or the legacy format's magic-number pickle.
 bool looks_like_pth(const unsigned char* head, size_t n);
 
 // Reads the state_dict of a .pth file. A checkpoint that wraps it (a dict with `state_dict`,

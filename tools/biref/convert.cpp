@@ -33,11 +33,10 @@ bool is_buffer(const std::string& name) {
   return name.ends_with(".num_batches_tracked") || name.ends_with(".relative_position_index");
 }
 
-// `t` in `to`, converting through float32. Counts values that were finite before and are not
-// after (F16 overflows above 65504), so the user hears about them.
+// `t` in `to`, converting through float32. Counts values that were finite before and are
+// infinite after (F16 overflows above 65504), so the user hears about them.
 TensorData convert_tensor(const TensorData& t, DType to, int64_t& overflowed) {
   if (t.dtype == to) return t;
-  const std::vector<float> f = t.to_f32();
   auto keep = [&](auto buf) {
     TensorData out;
     out.dtype = to;
@@ -46,14 +45,30 @@ TensorData convert_tensor(const TensorData& t, DType to, int64_t& overflowed) {
     out.owner = std::shared_ptr<const void>(buf, buf->data());
     return out;
   };
-  if (to == DType::F32) return keep(std::make_shared<std::vector<float>>(f));
-  auto buf = std::make_shared<std::vector<uint16_t>>(f.size());
-  for (size_t i = 0; i < f.size(); ++i) {
-    const uint16_t h = to == DType::F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
-    (*buf)[i] = h;
-    const float back = to == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
-    if (std::isfinite(f[i]) && !std::isfinite(back)) ++overflowed;
+  if (to == DType::F32) return keep(std::make_shared<std::vector<float>>(t.to_f32()));
+  // F32 sources (the common case) are read in place rather than through a float copy.
+  std::vector<float> copy;
+  const float* f = static_cast<const float*>(t.data);
+  if (t.dtype != DType::F32) {
+    copy = t.to_f32();
+    f = copy.data();
   }
+  const size_t n = size_t(t.numel());
+  auto buf = std::make_shared<std::vector<uint16_t>>(n);
+  uint16_t* h = buf->data();
+  int64_t inf = 0;
+  if (to == DType::F16) {
+    for (size_t i = 0; i < n; ++i) {
+      h[i] = f32_to_f16(f[i]);
+      inf += (h[i] & 0x7fffu) == 0x7c00u && std::isfinite(f[i]);
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      h[i] = f32_to_bf16(f[i]);
+      inf += (h[i] & 0x7fffu) == 0x7f80u && std::isfinite(f[i]);
+    }
+  }
+  overflowed += inf;
   return keep(buf);
 }
 
