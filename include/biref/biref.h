@@ -75,6 +75,9 @@ class Model {
   // (2 per multiply-accumulate of every convolution, linear, attention and deformable conv).
   const std::vector<StageTiming>& last_timings() const;
   double last_flops() const;
+  // Per-op-kind wall time of the next forward calls (profiling adds a little overhead).
+  void set_profiling(bool on);
+  const std::vector<StageTiming>& last_op_profile() const;  // name "conv3x3 (x42)", ms
   // Bytes of activation memory the model keeps for reuse between calls.
   size_t activation_bytes() const;
 

@@ -1,6 +1,7 @@
 // The public Model: load a checkpoint, pick the backend, run forward passes.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "biref/biref.h"
@@ -16,11 +17,14 @@ struct Model::Impl {
   std::unique_ptr<Backend> backend;
   Arena pool;
   DumpFn dump;
-  std::vector<StageTiming> timings;
+  bool profiling = false;
+  std::vector<StageTiming> timings, op_profile;
   double flops = 0;
 
   Tensor run(const Tensor& x_nhwc) {
-    ForwardContext ctx{*backend, pool, {}, {}, 0};
+    OpProfile prof;
+    std::unique_ptr<Backend> profiled = profiling ? make_profiled_backend(*backend, prof) : nullptr;
+    ForwardContext ctx{profiled ? *profiled : *backend, pool, {}, {}, 0};
     if (dump) {
       ctx.dump = [this](const std::string& name, const Tensor& t) {
         // NHWC -> NCHW for the caller
@@ -37,6 +41,9 @@ struct Model::Impl {
     Tensor out = birefnet_forward(net, x_nhwc, ctx);
     timings = std::move(ctx.timings);
     flops = ctx.flops;
+    op_profile.clear();
+    for (const auto& [name, st] : prof) op_profile.push_back({str_cat(name, " (x", st.calls, ")"), st.ms});
+    std::sort(op_profile.begin(), op_profile.end(), [](auto& a, auto& b) { return a.ms > b.ms; });
     return out;
   }
 
@@ -117,6 +124,8 @@ HostTensor Model::forward_nhwc(const HostTensor& input) {
 
 void Model::set_dump(DumpFn fn) { impl_->dump = std::move(fn); }
 const std::vector<StageTiming>& Model::last_timings() const { return impl_->timings; }
+void Model::set_profiling(bool on) { impl_->profiling = on; }
+const std::vector<StageTiming>& Model::last_op_profile() const { return impl_->op_profile; }
 double Model::last_flops() const { return impl_->flops; }
 size_t Model::activation_bytes() const { return impl_->pool.bytes_held(); }
 

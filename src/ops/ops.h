@@ -5,6 +5,7 @@
 // All activations are channels-last: images and feature maps [B, H, W, C], token grids of a
 // Swin stage the same [B, h, w, C]. Output tensors are allocated by the caller.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 
@@ -76,5 +77,14 @@ class Backend {
 
 std::unique_ptr<Backend> make_ref_backend();
 std::unique_ptr<Backend> make_cpu_backend();
+
+// Wall time per op kind ("linear", "conv3x3", "deform_conv7x7", ...) of the calls made through
+// a profiled backend; `inner` does the work.
+struct OpStat {
+  int64_t calls = 0;
+  double ms = 0;
+};
+using OpProfile = std::map<std::string, OpStat>;
+std::unique_ptr<Backend> make_profiled_backend(Backend& inner, OpProfile& profile);
 
 }  // namespace biref

@@ -48,7 +48,7 @@ struct BenchOptions {
   std::string model = "synthetic:swin_v1_t";
   std::string size = "1024x1024";
   int runs = 5, warmup = 1, threads = 0, batch = 1;
-  bool json = false, reference = false;
+  bool json = false, reference = false, profile = false;
 };
 
 int run_bench(const BenchOptions& o) {
@@ -74,6 +74,7 @@ int run_bench(const BenchOptions& o) {
                  info.source.c_str(), info.description.c_str(), info.parameters / 1e6, load_ms,
                  info.device.c_str(), omp_get_max_threads());
   }
+  model->set_profiling(o.profile);
   std::vector<double> lat;
   std::map<std::string, std::vector<double>> stages;
   double first_ms = 0;
@@ -116,6 +117,11 @@ int run_bench(const BenchOptions& o) {
     if (stages.count(name)) st[name] = median(stages[name]);
   }
   j["stages"] = st;
+  if (o.profile) {
+    nlohmann::ordered_json ops;
+    for (const auto& p : model->last_op_profile()) ops[p.name] = p.ms;
+    j["ops_last_run"] = ops;
+  }
   if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -127,6 +133,11 @@ int run_bench(const BenchOptions& o) {
   std::printf("  latency median  %8.1f ms   (min %.1f, max %.1f over %d runs)\n", med,
               j["min_ms"].get<double>(), j["max_ms"].get<double>(), o.runs);
   for (auto& [name, v] : st.items()) std::printf("    %-14s %8.1f ms\n", name.c_str(), v.get<double>());
+  if (o.profile) {
+    std::printf("  ops (last run, wall time):\n");
+    for (const auto& p : model->last_op_profile())
+      std::printf("    %-28s %8.1f ms\n", p.name.c_str(), p.ms);
+  }
   std::printf("  model           %8.1f GFLOP -> %.1f GFLOP/s\n", gflop, gflop / (med / 1e3));
   std::printf("  sgemm 2048^3    %8.1f GFLOP/s (same run) -> efficiency %.0f%%\n", sgemm,
               100.0 * gflop / (med / 1e3) / sgemm);
@@ -155,5 +166,6 @@ BIREF_COMMAND(bench, "Measure load time, latency per stage, GFLOP/s and peak mem
                     ->check(CLI::PositiveNumber);
                 app.add_flag("--reference", o->reference, "run the naive reference kernels");
                 app.add_flag("--json", o->json, "print one JSON object");
+                app.add_flag("--profile", o->profile, "time every op kind (last run)");
                 return [o] { return run_bench(*o); };
               });
