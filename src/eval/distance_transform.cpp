@@ -5,10 +5,12 @@
 
 namespace biref::eval {
 
-void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nearest) {
+void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nearest,
+                     int64_t* dist2) {
   const int64_t H = height, W = width;
   // Pass 1 (along columns). below[y·W + x]: the smallest feature row >= y in column x, or -1.
-  std::vector<int32_t> below(static_cast<size_t>(H * W));
+  thread_local std::vector<int32_t> below;  // reused per thread: no fresh pages per image
+  below.resize(size_t(H * W));
   {
     std::vector<int32_t> next(static_cast<size_t>(W), -1);
     for (int64_t y = H - 1; y >= 0; --y) {
@@ -20,11 +22,11 @@ void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nea
       }
     }
   }
-  std::vector<int32_t> above(static_cast<size_t>(W),
-                             -1);  // the largest feature row <= y in column x
-  std::vector<int32_t> cand(
-      static_cast<size_t>(W));  // pass-1 result of the current row: a row or -1
-  std::vector<int32_t> env(static_cast<size_t>(W));  // pass 2: the columns on the lower envelope
+  std::vector<int32_t> above(static_cast<size_t>(W), -1);  // largest feature row <= y, per column
+  std::vector<int32_t> cand(static_cast<size_t>(W));       // pass-1 result of this row: a row or -1
+  // Pass 2: the lower envelope, as (column, squared row distance to y, row) per entry.
+  std::vector<int64_t> env_col(static_cast<size_t>(W)), env_h(static_cast<size_t>(W));
+  std::vector<int32_t> env_row(static_cast<size_t>(W));
   for (int64_t y = 0; y < H; ++y) {
     const uint8_t* f = feature + y * W;
     const int32_t* b = below.data() + y * W;
@@ -46,37 +48,36 @@ void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nea
       if (cand[x] < 0) continue;
       const int64_t wR = (int64_t(cand[x]) - y) * (cand[x] - y);
       while (l >= 1) {
-        const int64_t i1 = env[l], i2 = env[l - 1];
-        const int64_t a = i1 - i2, bb = x - i1, c = a + bb;
-        const int64_t uR = (int64_t(cand[i2]) - y) * (cand[i2] - y);
-        const int64_t vR = (int64_t(cand[i1]) - y) * (cand[i1] - y);
+        const int64_t a = env_col[l] - env_col[l - 1], bb = x - env_col[l], c = a + bb;
         // Drop the middle candidate only when it is strictly hidden by its two neighbours.
-        if (c * vR - bb * uR - a * wR - a * bb * c <= 0) break;
+        if (c * env_h[l] - bb * env_h[l - 1] - a * wR - a * bb * c <= 0) break;
         --l;
       }
-      env[++l] = int32_t(x);
+      ++l;
+      env_col[l] = x;
+      env_h[l] = wR;
+      env_row[l] = cand[x];
     }
     int32_t* out = nearest + y * W;
+    int64_t* out_d2 = dist2 ? dist2 + y * W : nullptr;
     if (l < 0) {
       for (int64_t x = 0; x < W; ++x) out[x] = -1;
+      if (out_d2)
+        for (int64_t x = 0; x < W; ++x) out_d2[x] = -1;
       continue;
     }
     const int64_t maxl = l;
     l = 0;
     for (int64_t i = 0; i < W; ++i) {
-      auto dist2 = [&](int64_t k) {
-        const int64_t col = env[k], dr = cand[col] - y, dc = col - i;
-        return dr * dr + dc * dc;
-      };
-      int64_t d1 = dist2(l);
+      int64_t d1 = env_h[l] + (env_col[l] - i) * (env_col[l] - i);
       while (l < maxl) {
-        const int64_t d2 = dist2(l + 1);
-        if (d1 <= d2) break;
+        const int64_t d2 = env_h[l + 1] + (env_col[l + 1] - i) * (env_col[l + 1] - i);
+        if (d1 <= d2) break;  // move on only when strictly nearer
         d1 = d2;
         ++l;
       }
-      const int64_t col = env[l];
-      out[i] = int32_t(int64_t(cand[col]) * W + col);
+      out[i] = int32_t(int64_t(env_row[l]) * W + env_col[l]);
+      if (out_d2) out_d2[i] = d1;
     }
   }
 }

@@ -43,18 +43,23 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
   };
 
   // Only foreground pixels with a background neighbour can be removed (the full neighbourhood,
-  // code 255, is class 0), and a pixel's code changes only when a neighbour is removed. So each
-  // sub-pass visits this frontier instead of the whole image; the result is the same as the
-  // reference's full scans because every sub-pass decides on a snapshot and then removes.
-  std::vector<int64_t> frontier, removed, next;
-  std::vector<uint8_t> queued(img.size(), 0);
+  // code 255, is class 0), and a pixel's class changes only when a neighbour is removed. So each
+  // sub-pass type t (0, 1) keeps a list of the pixels to decide: at first every boundary pixel;
+  // after a sub-pass of type t only the neighbours of removed pixels are queued again (for both
+  // types). A pixel off the list was already kept by a type-t sub-pass with the same
+  // neighbourhood, so the result equals the reference's full scans: each sub-pass decides on a
+  // snapshot, then removes.
+  std::vector<int64_t> todo[2], removed;
+  std::vector<uint8_t> queued[2] = {std::vector<uint8_t>(img.size(), 0),
+                                    std::vector<uint8_t>(img.size(), 0)};
   for (int64_t y = 1; y <= height; ++y)
     for (int64_t x = 1; x <= width; ++x) {
       const int64_t i = y * W + x;
-      if (img[size_t(i)] && code_at(i) != 255) {
-        frontier.push_back(i);
-        queued[size_t(i)] = 1;
-      }
+      if (img[size_t(i)] && code_at(i) != 255)
+        for (int t = 0; t < 2; ++t) {
+          todo[t].push_back(i);
+          queued[t][size_t(i)] = 1;
+        }
     }
 
   bool changed = true;
@@ -62,28 +67,26 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
     changed = false;
     for (int pass = 0; pass < 2; ++pass) {
       removed.clear();
-      for (int64_t i : frontier) {
+      for (int64_t i : todo[pass]) {
+        queued[pass][size_t(i)] = 0;
+        if (!img[size_t(i)]) continue;  // removed by the other sub-pass type meanwhile
         const int cls = skeleton_removal_class(code_at(i));
         if (cls == 3 || (cls == 1 && pass == 0) || (cls == 2 && pass == 1)) removed.push_back(i);
       }
+      todo[pass].clear();
       if (removed.empty()) continue;
       changed = true;
-      for (int64_t i : removed) {
-        img[size_t(i)] = 0;
-        queued[size_t(i)] = 0;
-      }
-      next.clear();
-      for (int64_t i : frontier)
-        if (img[size_t(i)]) next.push_back(i);
+      for (int64_t i : removed) img[size_t(i)] = 0;
       for (int64_t i : removed)
         for (int k = 0; k < 8; ++k) {
           const int64_t j = i + off[k];
-          if (img[size_t(j)] && !queued[size_t(j)]) {
-            queued[size_t(j)] = 1;
-            next.push_back(j);
-          }
+          if (!img[size_t(j)]) continue;
+          for (int t = 0; t < 2; ++t)
+            if (!queued[t][size_t(j)]) {
+              queued[t][size_t(j)] = 1;
+              todo[t].push_back(j);
+            }
         }
-      frontier.swap(next);
     }
   }
   for (int64_t y = 0; y < height; ++y)
