@@ -6,7 +6,7 @@
 namespace biref::eval {
 
 void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nearest,
-                     int64_t* dist2) {
+                     int32_t* dist2) {
   const int64_t H = height, W = width;
   // Pass 1 (along columns). below[y·W + x]: the smallest feature row >= y in column x, or -1.
   thread_local std::vector<int32_t> below;  // reused per thread: no fresh pages per image
@@ -59,7 +59,7 @@ void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nea
       env_row[l] = cand[x];
     }
     int32_t* out = nearest + y * W;
-    int64_t* out_d2 = dist2 ? dist2 + y * W : nullptr;
+    int32_t* out_d2 = dist2 ? dist2 + y * W : nullptr;
     if (l < 0) {
       for (int64_t x = 0; x < W; ++x) out[x] = -1;
       if (out_d2)
@@ -77,7 +77,7 @@ void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nea
         ++l;
       }
       out[i] = int32_t(int64_t(env_row[l]) * W + env_col[l]);
-      if (out_d2) out_d2[i] = d1;
+      if (out_d2) out_d2[i] = int32_t(d1);
     }
   }
 }

@@ -7,7 +7,8 @@ namespace biref::eval {
 
 // For every pixel of an H×W row-major image, the linear index (row·W + col) of the nearest
 // feature pixel (feature[i] != 0; scipy's features are the zero pixels of its input), or -1 when
-// the image has no feature at all. With `dist2`, also the squared distance to it (-1 without).
+// the image has no feature at all. With `dist2`, also the squared distance to it (-1 without;
+// 32 bits: sides below 32768 px).
 //
 // The algorithm is scipy's (Maurer et al. 2003, two separable passes): first along each column,
 // the nearest feature in that column (ties: the smaller row); then along each row, the lower
@@ -15,6 +16,6 @@ namespace biref::eval {
 // to a later candidate only when it is strictly nearer. So on ties the earlier column wins. All
 // arithmetic is in 64-bit integers, which is exact where scipy's doubles are exact too.
 void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nearest,
-                     int64_t* dist2 = nullptr);
+                     int32_t* dist2 = nullptr);
 
 }  // namespace biref::eval

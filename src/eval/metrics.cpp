@@ -395,31 +395,40 @@ const std::vector<double>& background_weight_table() {
 
 }  // namespace
 
-double weighted_f_measure(const double* p, const uint8_t* g, int height, int width) {
+double weighted_f_measure(const uint8_t* pred, const double* p_of_value, const uint8_t* g,
+                          int height, int width) {
   const int64_t n = int64_t(height) * width;
   int64_t n_fg = 0;
   for (int64_t i = 0; i < n; ++i) n_fg += g[i] ? 1 : 0;
   if (n_fg == 0) return 0;
-  // Scratch buffers live per thread and are reused from image to image: allocating ~30 MB of
-  // fresh pages per megapixel image cost more (page faults) than the arithmetic.
-  thread_local std::vector<int32_t> nearest;
-  thread_local std::vector<int64_t> dist2;
-  thread_local std::vector<double> et, tmp, ea_row;
+  // Per-thread scratch, reused from image to image (fresh pages for every megapixel image cost
+  // more than the arithmetic): 8 bytes per pixel plus a few rows.
+  thread_local std::vector<int32_t> nearest, dist2;
+  thread_local std::vector<double> et_row, ring, ea_row;
   nearest.resize(size_t(n));
   dist2.resize(size_t(n));
-  et.resize(size_t(n));
-  tmp.resize(size_t(n));
+  et_row.resize(size_t(width));
+  ring.resize(size_t(7) * width);
   ea_row.resize(size_t(width));
   // Nearest GT-foreground pixel of every pixel (scipy's EDT of ¬g with indices).
   nearest_feature(g, height, width, nearest.data(), dist2.data());
-  // E = |p - g|; Et = E on the GT, E of the nearest GT pixel elsewhere.
-  auto err = [&](int64_t i) { return g[i] ? 1 - p[i] : p[i]; };  // == |p - g| bit for bit
-  for (int64_t i = 0; i < n; ++i) et[size_t(i)] = err(g[i] ? i : int64_t(nearest[size_t(i)]));
-  // EA = K * Et, 7×7 with zero padding, as two 1-D passes (K is the outer product of k).
+  // E = |p - g| (1 - p on the GT, p elsewhere: the same bits); Et = E on the GT, E of the
+  // nearest GT pixel elsewhere.
+  auto err = [&](int64_t i) {
+    const double p = p_of_value[pred[i]];
+    return g[i] ? 1 - p : p;
+  };
+  // EA = K * Et, 7×7 with zero padding, as two 1-D passes (K is the outer product of k): the
+  // horizontal pass of row r goes to ring[r % 7] just before the vertical pass needs it.
   const auto k = gaussian7_sigma5_factor();
-  for (int y = 0; y < height; ++y) {
-    const double* src = et.data() + int64_t(y) * width;
-    double* dst = tmp.data() + int64_t(y) * width;
+  auto horizontal = [&](int r) {
+    const int64_t row = int64_t(r) * width;
+    double* src = et_row.data();
+    for (int x = 0; x < width; ++x) {
+      const int64_t i = row + x;
+      src[x] = err(g[i] ? i : int64_t(nearest[size_t(i)]));
+    }
+    double* dst = ring.data() + int64_t(r % 7) * width;
     for (int x = 0; x < width; ++x) {
       if (x >= 3 && x + 3 < width) {
         dst[x] = k[0] * src[x - 3] + k[1] * src[x - 2] + k[2] * src[x - 1] + k[3] * src[x] +
@@ -433,17 +442,19 @@ double weighted_f_measure(const double* p, const uint8_t* g, int height, int wid
       }
       dst[x] = acc;
     }
-  }
+  };
   const std::vector<double>& weight = background_weight_table();
   double sum_fg = 0, sum_bg = 0;
   double* ea = ea_row.data();
+  int done = 0;  // rows [0, done) have their horizontal pass in the ring
   for (int y = 0; y < height; ++y) {
+    for (; done < height && done <= y + 3; ++done) horizontal(done);
     for (int x = 0; x < width; ++x) ea[x] = 0;
     for (int j = -3; j <= 3; ++j) {
       const int yy = y + j;
       if (yy < 0 || yy >= height) continue;
       const double kj = k[size_t(j + 3)];
-      const double* src = tmp.data() + int64_t(yy) * width;
+      const double* src = ring.data() + int64_t(yy % 7) * width;
       for (int x = 0; x < width; ++x) ea[x] += kj * src[x];
     }
     // M = EA where (g and EA < E), else E; Bw = 1 on the GT, 2 - exp(ln(0.5)/5 · Dst) elsewhere.
@@ -469,7 +480,10 @@ ImageScores score_image(const cv::Mat& pred_in, const cv::Mat& gt, unsigned grou
   BIREF_CHECK(!gt.empty() && !pred_in.empty(), "empty image");
   BIREF_CHECK(gt.type() == CV_8UC1 && pred_in.type() == CV_8UC1,
               "prediction and GT must be 8-bit single-channel");
-  cv::Mat pred = pred_in;
+  // Squared distances are kept in 32 bits.
+  BIREF_CHECK(gt.rows < 32768 && gt.cols < 32768, "GT of ", gt.cols, "x", gt.rows,
+              " is too large (at most 32767 pixels a side)");
+  cv::Mat pred = pred_in.isContinuous() ? pred_in : pred_in.clone();
   if (pred.size() != gt.size()) cv::resize(pred_in, pred, gt.size(), 0, 0, cv::INTER_LINEAR);
 
   ImageScores s;
@@ -525,15 +539,9 @@ ImageScores score_image(const cv::Mat& pred_in, const cv::Mat& gt, unsigned grou
     if (groups & kGroupMAE) s.values[kMAE] = mae / double(pr.n);
     if (groups & kGroupMSE) s.values[kMSE] = mse / double(pr.n);
   }
-  if (groups & kGroupWF) {
-    thread_local std::vector<double> p;
-    p.resize(size_t(pr.n));
-    for (int r = 0; r < gt.rows; ++r) {
-      const uint8_t* pv = pred.ptr<uint8_t>(r);
-      for (int c = 0; c < gt.cols; ++c) p[size_t(int64_t(r) * gt.cols + c)] = pr.p[pv[c]];
-    }
-    s.values[kWF] = weighted_f_measure(p.data(), g.ptr<uint8_t>(), gt.rows, gt.cols);
-  }
+  if (groups & kGroupWF)
+    s.values[kWF] =
+        weighted_f_measure(pred.ptr<uint8_t>(), pr.p, g.ptr<uint8_t>(), gt.rows, gt.cols);
   if (groups & (kGroupHCE | kGroupMBA)) {
     cv::Mat pred_bin;
     cv::compare(pred, 128, pred_bin, cv::CMP_GT);

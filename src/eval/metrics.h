@@ -115,8 +115,10 @@ class SetAccumulator {
 // is the outer product of this with itself (it is separable and no entry falls below eps·max).
 std::array<double, 7> gaussian7_sigma5_factor();
 
-// Weighted F-measure of p (doubles in [0, 1]) against g (0/1), both H×W row-major.
-double weighted_f_measure(const double* p, const uint8_t* g, int height, int width);
+// Weighted F-measure of the prediction (8-bit values v, H×W row-major, read as p = p_of_value[v])
+// against g (nonzero = GT foreground, H×W row-major).
+double weighted_f_measure(const uint8_t* pred, const double* p_of_value, const uint8_t* g,
+                          int height, int width);
 
 // Human correction effort (HCE) of binary masks (nonzero = foreground) with the GT skeleton.
 double human_correction_effort(const cv::Mat& pred_bin, const cv::Mat& gt_bin,
