@@ -60,7 +60,10 @@ TEST(Ops, Conv2dShapesStridesAndActivations) {
   Backends b;
   struct Case { int B, H, W, in, out, k, stride, pad; Act act; };
   for (const Case& c : {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
-                        Case{1, 5, 7, 11, 3, 1, 1, 0, Act::Sigmoid}, Case{1, 11, 9, 4, 9, 7, 1, 3, Act::None}}) {
+                        Case{1, 5, 7, 11, 3, 1, 1, 0, Act::Sigmoid}, Case{1, 11, 9, 4, 9, 7, 1, 3, Act::None},
+                        // one output channel (biref's own kernel), with and without activation
+                        Case{2, 13, 7, 32, 1, 3, 1, 1, Act::None}, Case{1, 6, 9, 16, 1, 3, 1, 1, Act::Relu},
+                        Case{1, 6, 9, 48, 1, 1, 1, 0, Act::Sigmoid}}) {
     Conv2d conv = random_conv(c.in, c.out, c.k, c.stride, c.pad, c.act, 11);
     Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
     const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
