@@ -112,22 +112,24 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
       if (i >= total) return;
       const Pair& pair = pairs[i];
       Finished f{false, {}, {}, {}};
-      cv::Mat gt = cv::imread(pair.gt_path, cv::IMREAD_GRAYSCALE);
-      cv::Mat pred = gt.empty() ? cv::Mat() : cv::imread(pair.pred_path, cv::IMREAD_GRAYSCALE);
-      if (gt.empty()) {
-        f.error_file = pair.gt_path;
-        f.error = "unreadable GT image, skipped";
-      } else if (pred.empty()) {
-        f.error_file = pair.pred_path;
-        f.error = "unreadable prediction image, skipped";
-      } else {
-        try {
+      try {
+        const cv::Mat gt = cv::imread(pair.gt_path, cv::IMREAD_GRAYSCALE);
+        const cv::Mat pred =
+            gt.empty() ? cv::Mat() : cv::imread(pair.pred_path, cv::IMREAD_GRAYSCALE);
+        if (gt.empty()) {
+          f.error_file = pair.gt_path;
+          f.error = "unreadable GT image, skipped";
+        } else if (pred.empty()) {
+          f.error_file = pair.pred_path;
+          f.error = "unreadable prediction image, skipped";
+        } else {
           f.scores = score_image(pred, gt, options.groups);
           f.ok = true;
-        } catch (const std::exception& e) {
-          f.error_file = pair.pred_path;
-          f.error = str_cat("cannot score: ", e.what());
         }
+      } catch (const std::exception& e) {  // a decoder error, a too large image, out of memory
+        f.ok = false;
+        f.error_file = pair.pred_path;
+        f.error = str_cat("cannot score (", e.what(), "), skipped");
       }
       std::lock_guard<std::mutex> lock(mu);
       pending.emplace(i, std::move(f));
