@@ -68,6 +68,14 @@ TEST_F(SegmentCli, WritesTheOfficialMask) {
   double mx = 0;
   cv::minMaxLoc(diff, nullptr, &mx);
   EXPECT_LE(mx, 1.0);
+  // --dump writes the 18 golden points
+  const std::string dump = (dir / "dump.safetensors").string();
+  ASSERT_EQ(run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 64x64 -q --dump " + dump).code, 0);
+  const Checkpoint ck = load_checkpoint(dump);
+  EXPECT_EQ(ck.tensors.size(), 18u);
+  EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 64, 64}));
+  EXPECT_EQ(ck.tensors.at("enc.x4").shape, (std::vector<int64_t>{1, 2880, 2, 2}));
+  fs::remove(dump);
   // no temporary files left in the output folder
   int files = 0;
   for (auto& e : fs::directory_iterator(dir)) files += e.path().filename().string()[0] == '.';

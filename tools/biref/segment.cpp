@@ -8,11 +8,12 @@
 #include "command.h"
 #include "common.h"
 #include "core/check.h"
+#include "weights/safetensors.h"
 
 namespace {
 
 struct SegmentOptions {
-  std::string image, output, model, size = "1024x1024";
+  std::string image, output, model, size = "1024x1024", dump;
   int threads = 0;
   bool quiet = false;
 };
@@ -29,10 +30,20 @@ int run_segment(const SegmentOptions& o) {
   lo.threads = o.threads;
   const auto t0 = std::chrono::steady_clock::now();
   auto model = biref::Model::load(o.model, lo);
+  // --dump: every named intermediate (bb.full.x1 ... out, NCHW float32) into one .safetensors
+  std::vector<std::pair<std::string, biref::HostTensor>> dumped;
+  if (!o.dump.empty()) {
+    model->set_dump([&](const std::string& name, const biref::HostTensor& t) { dumped.push_back({name, t}); });
+  }
   const auto t1 = std::chrono::steady_clock::now();
   const biref::Image mask = biref::segment(*model, image, W, H);
   const auto t2 = std::chrono::steady_clock::now();
   biref::write_image(o.output, mask);
+  if (!o.dump.empty()) {
+    std::vector<std::pair<std::string, biref::TensorData>> ts;
+    for (const auto& [name, t] : dumped) ts.push_back({name, {biref::DType::F32, t.shape, t.data.data(), nullptr}});
+    biref::save_safetensors(o.dump, ts, {{"source", o.image}, {"model", o.model}, {"size", o.size}});
+  }
   if (!o.quiet) {
     using ms = std::chrono::duration<double, std::milli>;
     std::fprintf(stderr, "%s: %dx%d -> %s (%s at %dx%d on %s; load %.0f ms, run %.0f ms)\n",
@@ -57,5 +68,8 @@ BIREF_COMMAND(segment, "Segment an image: write its foreground mask (8-bit PNG)"
                     ->capture_default_str();
                 app.add_option("-t,--threads", o->threads, "threads (0: all cores)");
                 app.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+                app.add_option("--dump", o->dump,
+                               "also write the named intermediates (bb.full.x1 ... out) to this "
+                               ".safetensors file, for debugging against the official model");
                 return [o] { return run_segment(*o); };
               });
