@@ -64,7 +64,9 @@ std::vector<float> TensorData::to_f32() const {
     for (int64_t i = 0; i < n; ++i) out[i] = fn(i);
   };
   switch (dtype) {
-    case DType::F32: std::memcpy(out.data(), data, size_t(n) * 4); break;
+    case DType::F32:
+      if (n > 0) std::memcpy(out.data(), data, size_t(n) * 4);  // empty tensors: no buffer
+      break;
     case DType::F16: {
       auto* p = static_cast<const uint16_t*>(data);
       convert([&](int64_t i) { return f16_to_f32(p[i]); });
