@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <random>
 
+#include "core/atomic_file.h"
 #include "core/check.h"
 #include "ops/ops.h"
 
@@ -53,28 +53,14 @@ void write_image(const std::string& path, const Image& image) {
     ok = false;
   }
   BIREF_CHECK(ok, "cannot encode '", path, "': unsupported extension '", ext, "'");
-  std::error_code ec;
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  BIREF_CHECK(fs::is_directory(dir, ec), "cannot write '", path, "': folder '", dir.string(),
-              "' does not exist");
-  std::random_device rd;
-  const fs::path tmp = dir / ("." + target.filename().string() + ".tmp-" + std::to_string(rd()));
-  {
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    BIREF_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
-    const size_t n = std::fwrite(buf.data(), 1, buf.size(), f);
-    const bool good = n == buf.size() && std::fflush(f) == 0;
-    std::fclose(f);
-    if (!good) {
-      fs::remove(tmp, ec);
-      fail("error writing '", path, "' (disk full?)");
-    }
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail("cannot write '", path, "': ", ec.message());
-  }
+  AtomicFile file(path);
+  FILE* f = std::fopen(file.temp_path().c_str(), "wb");
+  BIREF_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
+  const size_t n = std::fwrite(buf.data(), 1, buf.size(), f);
+  const bool good = n == buf.size() && std::fflush(f) == 0;
+  std::fclose(f);
+  BIREF_CHECK(good, "error writing '", path, "' (disk full?)");
+  file.commit();
 }
 
 HostTensor preprocess(const Image& rgb, int width, int height) {

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <random>
 
+#include "core/atomic_file.h"
 #include "core/check.h"
 #include "weights/pickle.h"
 
@@ -507,9 +507,8 @@ Checkpoint load_pth(const std::string& path) {
 
 void write_zip(const std::string& path,
                const std::vector<std::pair<std::string, std::string>>& entries) {
-  namespace fs = std::filesystem;
-  std::random_device rd;
-  const std::string tmp = path + ".tmp-" + std::to_string(rd());
+  AtomicFile out(path);
+  const std::string& tmp = out.temp_path();
   int err = 0;
   zip_t* z = zip_open(tmp.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
   BIREF_CHECK(z, "cannot create '", tmp, "': ", zip_message(err));
@@ -527,16 +526,9 @@ void write_zip(const std::string& path,
   if (zip_close(z) != 0) {
     const std::string msg = zip_strerror(z);
     zip_discard(z);
-    std::error_code ec;
-    fs::remove(tmp, ec);
     fail("cannot write '", path, "': ", msg);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail("cannot move the written archive to '", path, "'");
-  }
+  out.commit();
 }
 
 }  // namespace biref

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 
+#include "core/atomic_file.h"
 #include "core/check.h"
 
 namespace biref {
@@ -123,33 +123,18 @@ void save_safetensors(const std::string& path,
   std::string h = header.dump();
   while ((8 + h.size()) % 8) h.push_back(' ');  // keep the data 8-byte aligned
 
-  namespace fs = std::filesystem;
-  std::random_device rd;
-  const std::string tmp = path + ".tmp-" + std::to_string(rd());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    BIREF_CHECK(f.good(), "cannot write '", tmp, "'");
-    unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = (uint64_t(h.size()) >> (8 * i)) & 0xff;
-    f.write(reinterpret_cast<const char*>(len), 8);
-    f.write(h.data(), std::streamsize(h.size()));
-    for (const auto& [name, t] : tensors) {
-      f.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
-    }
-    f.flush();
-    if (!f.good()) {
-      f.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      fail("error writing '", path, "' (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail("cannot move the written checkpoint to '", path, "'");
-  }
+  AtomicFile out(path);
+  std::ofstream f(out.temp_path(), std::ios::binary | std::ios::trunc);
+  BIREF_CHECK(f.good(), "cannot write '", path, "'");
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = (uint64_t(h.size()) >> (8 * i)) & 0xff;
+  f.write(reinterpret_cast<const char*>(len), 8);
+  f.write(h.data(), std::streamsize(h.size()));
+  for (const auto& [name, t] : tensors) f.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
+  f.flush();
+  BIREF_CHECK(f.good(), "error writing '", path, "' (disk full?)");
+  f.close();
+  out.commit();
 }
 
 }  // namespace biref

@@ -24,8 +24,15 @@ int run_segment(const SegmentOptions& o) {
   BIREF_CHECK(W % 32 == 0 && H % 32 == 0, "--size ", o.size,
               " is not supported: width and height must be multiples of 32 (e.g. 1024x1024)");
   BIREF_CHECK(!o.output.empty(), "no output: pass -o MASK.png");
-  // Inputs first, so a bad image fails before the model is loaded.
+  // Inputs and the output folder first, so a mistake fails before the model is loaded and run.
   const biref::Image image = biref::read_image(o.image);
+  for (const std::string& out : {o.output, o.dump}) {
+    if (out.empty()) continue;
+    const std::filesystem::path dir = std::filesystem::path(out).parent_path();
+    std::error_code ec;
+    BIREF_CHECK(dir.empty() || std::filesystem::is_directory(dir, ec), "cannot write '", out,
+                "': folder '", dir.string(), "' does not exist");
+  }
   biref::LoadOptions lo;
   lo.threads = o.threads;
   const auto t0 = std::chrono::steady_clock::now();

@@ -1,0 +1,35 @@
+#include "core/atomic_file.h"
+
+#include <filesystem>
+#include <random>
+
+#include "core/check.h"
+
+namespace biref {
+
+namespace fs = std::filesystem;
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  const fs::path target(path_);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  BIREF_CHECK(fs::is_directory(dir, ec), "cannot write '", path_, "': folder '", dir.string(),
+              "' does not exist");
+  std::random_device rd;
+  temp_ = (dir / ("." + target.filename().string() + ".tmp-" + std::to_string(rd()))).string();
+}
+
+AtomicFile::~AtomicFile() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove(temp_, ec);
+}
+
+void AtomicFile::commit() {
+  std::error_code ec;
+  fs::rename(temp_, path_, ec);
+  BIREF_CHECK(!ec, "cannot write '", path_, "': ", ec.message());
+  committed_ = true;
+}
+
+}  // namespace biref
