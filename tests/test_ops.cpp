@@ -1,6 +1,7 @@
 // Every optimised CPU kernel against its naive reference on random inputs, odd sizes included.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 
 #include "ops/ops.h"
@@ -255,6 +256,38 @@ TEST(Ops, FastExpMatchesStdExp) {
   std::printf("fast_exp max relative error %.2e\n", worst);
   EXPECT_LE(worst, 3e-7);
   EXPECT_EQ(cpu::fast_exp(0.f), 1.f);
+}
+
+}  // namespace
+}  // namespace biref
+
+namespace biref {
+namespace {
+
+TEST(Ops, FusedAsppMatchesTheComposedReference) {
+  // 64 input channels and a 7×7 branch make the CPU backend's tiles (~670 positions) smaller
+  // than the 2×20×21 positions here, so several tiles and a partial one are exercised.
+  auto ref = make_ref_backend();
+  auto cpu = make_cpu_backend();
+  const int B = 2, H = 20, W = 21, Ci = 64, planes = 16;
+  std::array<DeformConv, 4> d;
+  const int ks[4] = {1, 1, 3, 7};
+  std::array<Tensor, 4> om;
+  for (int i = 0; i < 4; ++i) {
+    d[i].k = ks[i];
+    d[i].pad = ks[i] / 2;
+    d[i].regular = random_conv(Ci, planes, ks[i], 1, d[i].pad, Act::Relu, 80 + i);
+    om[i] = random_tensor({B, H, W, 3 * ks[i] * ks[i]}, 90 + i, -1.5f, 1.5f);
+  }
+  Conv2d conv1 = random_conv(5 * planes, 8, 1, 1, 0, Act::Relu, 99);
+  Tensor x = random_tensor({B, H, W, Ci}, 100);
+  Tensor pooled = random_tensor({B, 1, 1, planes}, 101, 0.f, 1.f);
+  Tensor y0 = Tensor::empty({B, H, W, 8}), y1 = Tensor::empty(y0.shape);
+  const std::array<const DeformConv*, 4> br = {&d[0], &d[1], &d[2], &d[3]};
+  const std::array<const Tensor*, 4> oms = {&om[0], &om[1], &om[2], &om[3]};
+  ref->aspp_deformable(br, oms, x, pooled, conv1, y0);
+  cpu->aspp_deformable(br, oms, x, pooled, conv1, y1);
+  EXPECT_LE(max_abs_diff(y0, y1), 2e-5);
 }
 
 }  // namespace

@@ -125,21 +125,24 @@ struct Runner {
   // x: [B, h, w, 64] -> [B, h, w, 64]
   Tensor aspp(const ASPPDeformable& a, const Tensor& x) {
     const int64_t B = x.dim(0), h = x.dim(1), w = x.dim(2);
-    const int planes = a.aspp1.regular.out;  // 256
-    // five branches of `planes` channels written into one [B, h, w, 5·planes] buffer
-    Tensor cat = pool.empty({B, h, w, 5 * int64_t(planes)});
-    const DeformConv* branches[4] = {&a.aspp1, &a.aspp_deforms[0], &a.aspp_deforms[1], &a.aspp_deforms[2]};
+    // five branches of 256 channels -> concat (1280) -> conv1 (with bn1, ReLU); the backend
+    // runs the branches and conv1 together (the CPU backend tile by tile, never building the
+    // concat)
+    const std::array<const DeformConv*, 4> branches = {&a.aspp1, &a.aspp_deforms[0],
+                                                       &a.aspp_deforms[1], &a.aspp_deforms[2]};
+    std::array<Tensor, 4> om;
     for (int i = 0; i < 4; ++i) {
-      const DeformConv& d = *branches[i];
-      Tensor om = conv(d.offset_mask, x);  // [B, h, w, 3k²]
-      be.deform_conv(d, x, om, cat, i * planes);
-      ctx.flops += 2.0 * double(B * h * w) * d.regular.out * d.regular.in * d.k * d.k;
+      om[i] = conv(branches[i]->offset_mask, x);  // [B, h, w, 3k²]
+      const Conv2d& rc = branches[i]->regular;
+      ctx.flops += 2.0 * double(B * h * w) * rc.out * rc.in * rc.k * rc.k;
     }
     Tensor pooled = pool.empty({B, 1, 1, x.dim(3)});
     be.global_avg_pool(x, pooled);
-    Tensor g = conv(a.global_avg_pool, pooled);  // [B, 1, 1, planes]
-    be.broadcast_channels(g, cat, 4 * planes);
-    return conv(a.conv1, cat);
+    Tensor g = conv(a.global_avg_pool, pooled);  // [B, 1, 1, 256]
+    Tensor y = pool.empty({B, h, w, int64_t(a.conv1.out)});
+    be.aspp_deformable(branches, {&om[0], &om[1], &om[2], &om[3]}, x, g, a.conv1, y);
+    ctx.flops += 2.0 * double(B * h * w) * a.conv1.out * a.conv1.in;
+    return y;
   }
 
   // x: [B, h, w, in] -> [B, h, w, out]

@@ -5,6 +5,7 @@
 // All activations are channels-last: images and feature maps [B, H, W, C], token grids of a
 // Swin stage the same [B, h, w, C]. Output tensors are allocated by the caller.
 #pragma once
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,6 +66,14 @@ class Backend {
   // writes act(BN(conv)) into channels [c_offset, c_offset + out) of y [B, H, W, C_y].
   virtual void deform_conv(const DeformConv& d, const Tensor& x, const Tensor& offset_mask,
                            Tensor& y, int c_offset) = 0;
+  // The ASPPDeformable after its offset convolutions: y = conv1(cat(branch_0..3(x), pooled
+  // broadcast)) with branch_i the deformable conv `branches[i]` given `offset_masks[i]`;
+  // pooled: [B, 1, 1, planes] (the pooled branch, already through its conv); conv1 is 1×1.
+  // The default composes deform_conv, broadcast_channels and conv2d through a full-size concat;
+  // a backend may fuse it.
+  virtual void aspp_deformable(const std::array<const DeformConv*, 4>& branches,
+                               const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
+                               const Tensor& pooled, const Conv2d& conv1, Tensor& y);
   // Mean over H and W: x [B, H, W, C] -> y [B, 1, 1, C].
   virtual void global_avg_pool(const Tensor& x, Tensor& y) = 0;
   // y[b, :, :, c_offset + c] = v[b, 0, 0, c] for every pixel (the ASPP's pooled branch).

@@ -49,6 +49,11 @@ class ProfiledBackend final : public Backend {
                    int c_offset) override {
     timed(str_cat("deform_conv", d.k, "x", d.k), [&] { in_.deform_conv(d, x, om, y, c_offset); });
   }
+  void aspp_deformable(const std::array<const DeformConv*, 4>& branches,
+                       const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
+                       const Tensor& pooled, const Conv2d& conv1, Tensor& y) override {
+    timed("aspp_deformable", [&] { in_.aspp_deformable(branches, offset_masks, x, pooled, conv1, y); });
+  }
   void global_avg_pool(const Tensor& x, Tensor& y) override {
     timed("global_avg_pool", [&] { in_.global_avg_pool(x, y); });
   }

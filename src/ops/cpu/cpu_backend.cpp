@@ -391,67 +391,38 @@ class CpuBackend final : public Backend {
 
   void deform_conv(const DeformConv& d, const Tensor& x, const Tensor& om, Tensor& y,
                    int c_offset) override {
-    const Linear& gemm = deform_gemm(d);
-    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Cy = y.dim(3);
-    const int k = d.k, kk = k * k;
-    const int64_t K = int64_t(kk) * Ci;
-    const int64_t P = B * H * W;
-    // Columns for a tile of positions: [tile, k²·Ci], sampled with the modulation applied, then
-    // one GEMM per tile into y's channel slice. ~8 MB of columns per tile.
-    const int64_t tile = std::max<int64_t>(64, std::min<int64_t>(P, (int64_t(8) << 20) / (K * 4)));
-    cols_.resize(size_t(tile * K));
-    float* cols = cols_.data();
+    const int64_t P = x.dim(0) * x.dim(1) * x.dim(2), Cy = y.dim(3);
+    const int64_t tile = deform_tile(d, x.dim(3));
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
       const int64_t np = std::min(tile, P - p0);
+      deform_rows(d, x, om, p0, np, y.data + p0 * Cy + c_offset, Cy);
+    }
+  }
+
+  // The whole ASPPDeformable after its offset convolutions, one tile of positions at a time:
+  // the four deformable branches and the pooled branch fill a [tile, 5·planes] buffer that
+  // conv1 consumes at once, so the full-size concatenation never exists.
+  void aspp_deformable(const std::array<const DeformConv*, 4>& branches,
+                       const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
+                       const Tensor& pooled, const Conv2d& conv1, Tensor& y) override {
+    const int64_t B = x.dim(0), HW = x.dim(1) * x.dim(2), P = B * HW;
+    const int64_t planes = branches[0]->regular.out, Ccat = 5 * planes;
+    BIREF_CHECK(conv1.in == Ccat && conv1.k == 1, "aspp: conv1 '", conv1.name, "' does not fit");
+    int64_t tile = 1024;
+    for (const DeformConv* d : branches) tile = std::min(tile, deform_tile(*d, x.dim(3)));
+    cat_tile_.resize(size_t(tile * Ccat));
+    const Linear& head = as_linear(conv1);
+    for (int64_t p0 = 0; p0 < P; p0 += tile) {
+      const int64_t np = std::min(tile, P - p0);
+      for (int i = 0; i < 4; ++i)
+        deform_rows(*branches[i], x, *offset_masks[i], p0, np, cat_tile_.data() + i * planes, Ccat);
+      float* cat = cat_tile_.data();
 #pragma omp parallel for schedule(static)
       for (int64_t t = 0; t < np; ++t) {
-        const int64_t pos = p0 + t;
-        const int64_t b = pos / (H * W), p = (pos / W) % H, q = pos % W;
-        const float* o = om.data + pos * 3 * kk;
-        const float* xb = x.data + b * H * W * Ci;
-        for (int n = 0; n < kk; ++n) {
-          float* col = cols + t * K + int64_t(n) * Ci;
-          const float sy = float(p - d.pad + n / k) + o[2 * n];
-          const float sx = float(q - d.pad + n % k) + o[2 * n + 1];
-          const float mask = 2.f / (1.f + cpu::fast_exp(-o[2 * kk + n]));
-          if (!(sy > -1.f && sy < float(H) && sx > -1.f && sx < float(W))) {
-            std::memset(col, 0, size_t(Ci) * sizeof(float));
-            continue;
-          }
-          const int y0 = int(std::floor(sy)), x0 = int(std::floor(sx));
-          const float ly = sy - float(y0), lx = sx - float(x0);
-          const float hy = 1.f - ly, hx = 1.f - lx;
-          // the four corners with their weights; a corner outside the image contributes 0
-          const float* c00 = (y0 >= 0 && x0 >= 0) ? xb + (int64_t(y0) * W + x0) * Ci : nullptr;
-          const float* c01 = (y0 >= 0 && x0 + 1 < W) ? xb + (int64_t(y0) * W + x0 + 1) * Ci : nullptr;
-          const float* c10 = (y0 + 1 < H && x0 >= 0) ? xb + (int64_t(y0 + 1) * W + x0) * Ci : nullptr;
-          const float* c11 = (y0 + 1 < H && x0 + 1 < W) ? xb + (int64_t(y0 + 1) * W + x0 + 1) * Ci : nullptr;
-          const float w00 = hy * hx * mask, w01 = hy * lx * mask, w10 = ly * hx * mask, w11 = ly * lx * mask;
-          if (c00 && c01 && c10 && c11) {
-#pragma omp simd
-            for (int64_t c = 0; c < Ci; ++c)
-              col[c] = w00 * c00[c] + w01 * c01[c] + w10 * c10[c] + w11 * c11[c];
-          } else {
-            for (int64_t c = 0; c < Ci; ++c) {
-              float v = 0.f;
-              if (c00) v += w00 * c00[c];
-              if (c01) v += w01 * c01[c];
-              if (c10) v += w10 * c10[c];
-              if (c11) v += w11 * c11[c];
-              col[c] = v;
-            }
-          }
-        }
+        const int64_t b = (p0 + t) / HW;
+        std::memcpy(cat + t * Ccat + 4 * planes, pooled.data + b * planes, size_t(planes) * sizeof(float));
       }
-      // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy
-      // the tile into y's channel slice.
-      const int64_t Co = gemm.out;
-      tile_out_.resize(size_t(tile * Co));
-      dnn_.linear(gemm, cols, np, K, tile_out_.data(), Co, d.regular.act, false);
-      const float* src = tile_out_.data();
-      float* dst = y.data + p0 * Cy + c_offset;
-#pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < np; ++t) std::memcpy(dst + t * Cy, src + t * Co, size_t(Co) * sizeof(float));
+      dnn_.linear(head, cat, np, Ccat, y.data + p0 * conv1.out, conv1.out, conv1.act, false);
     }
   }
 
@@ -495,6 +466,85 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Positions per tile: about 8 MB of sampled columns.
+  static int64_t deform_tile(const DeformConv& d, int64_t Ci) {
+    const int64_t K = int64_t(d.k) * d.k * Ci;
+    return std::max<int64_t>(64, (int64_t(8) << 20) / (K * 4));
+  }
+
+  // Rows [p0, p0 + np) of the flattened [B·H·W] output: bilinear samples with the modulation
+  // applied into columns [np, k²·Ci] (tap-major), then one GEMM with the folded BatchNorm bias
+  // and ReLU into a dense tile, copied to dst (row stride ldd).
+  void deform_rows(const DeformConv& d, const Tensor& x, const Tensor& om, int64_t p0, int64_t np,
+                   float* dst, int64_t ldd) {
+    const Linear& gemm = deform_gemm(d);
+    const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
+    const int k = d.k, kk = k * k;
+    const int64_t K = int64_t(kk) * Ci;
+    if (cols_.size() < size_t(np * K)) cols_.resize(size_t(np * K));
+    float* cols = cols_.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < np; ++t) {
+      const int64_t pos = p0 + t;
+      const int64_t b = pos / (H * W), p = (pos / W) % H, q = pos % W;
+      const float* o = om.data + pos * 3 * kk;
+      const float* xb = x.data + b * H * W * Ci;
+      for (int n = 0; n < kk; ++n) {
+        float* col = cols + t * K + int64_t(n) * Ci;
+        const float sy = float(p - d.pad + n / k) + o[2 * n];
+        const float sx = float(q - d.pad + n % k) + o[2 * n + 1];
+        const float mask = 2.f / (1.f + cpu::fast_exp(-o[2 * kk + n]));
+        if (!(sy > -1.f && sy < float(H) && sx > -1.f && sx < float(W))) {
+          std::memset(col, 0, size_t(Ci) * sizeof(float));
+          continue;
+        }
+        const int y0 = int(std::floor(sy)), x0 = int(std::floor(sx));
+        const float ly = sy - float(y0), lx = sx - float(x0);
+        const float hy = 1.f - ly, hx = 1.f - lx;
+        // the four corners with their weights; a corner outside the image contributes 0
+        const float* c00 = (y0 >= 0 && x0 >= 0) ? xb + (int64_t(y0) * W + x0) * Ci : nullptr;
+        const float* c01 = (y0 >= 0 && x0 + 1 < W) ? xb + (int64_t(y0) * W + x0 + 1) * Ci : nullptr;
+        const float* c10 = (y0 + 1 < H && x0 >= 0) ? xb + (int64_t(y0 + 1) * W + x0) * Ci : nullptr;
+        const float* c11 = (y0 + 1 < H && x0 + 1 < W) ? xb + (int64_t(y0 + 1) * W + x0 + 1) * Ci : nullptr;
+        const float w00 = hy * hx * mask, w01 = hy * lx * mask, w10 = ly * hx * mask, w11 = ly * lx * mask;
+        if (c00 && c01 && c10 && c11) {
+#pragma omp simd
+          for (int64_t c = 0; c < Ci; ++c)
+            col[c] = w00 * c00[c] + w01 * c01[c] + w10 * c10[c] + w11 * c11[c];
+        } else {
+          for (int64_t c = 0; c < Ci; ++c) {
+            float v = 0.f;
+            if (c00) v += w00 * c00[c];
+            if (c01) v += w01 * c01[c];
+            if (c10) v += w10 * c10[c];
+            if (c11) v += w11 * c11[c];
+            col[c] = v;
+          }
+        }
+      }
+    }
+    // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy.
+    const int64_t Co = gemm.out;
+    if (tile_out_.size() < size_t(np * Co)) tile_out_.resize(size_t(np * Co));
+    dnn_.linear(gemm, cols, np, K, tile_out_.data(), Co, d.regular.act, false);
+    const float* src = tile_out_.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < np; ++t) std::memcpy(dst + t * ldd, src + t * Co, size_t(Co) * sizeof(float));
+  }
+
+  // A 1×1 convolution's weight [out, in, 1, 1] is a linear's [out, in].
+  const Linear& as_linear(const Conv2d& c) {
+    auto it = conv_linears_.find(c.id.value);
+    if (it != conv_linears_.end()) return it->second;
+    Linear l;
+    l.name = c.name;
+    l.in = c.in;
+    l.out = c.out;
+    l.weight = c.weight;
+    l.bias = c.bias;
+    return conv_linears_.emplace(c.id.value, std::move(l)).first->second;
+  }
+
   // The regular_conv weight [out, in, k, k] as a linear over columns ordered (tap, channel).
   const Linear& deform_gemm(const DeformConv& d) {
     auto it = deform_gemms_.find(d.id.value);
@@ -517,7 +567,8 @@ class CpuBackend final : public Backend {
   cpu::OneDnn dnn_;
   std::map<uint64_t, Linear> deform_gemms_;
   std::map<uint64_t, std::vector<float>> tap_major_;  // conv_single_output weights
-  std::vector<float> cols_, tile_out_;
+  std::map<uint64_t, Linear> conv_linears_;
+  std::vector<float> cols_, tile_out_, cat_tile_;
 };
 
 }  // namespace
