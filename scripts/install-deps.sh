@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev       # micro-benchmarks
   libzip-dev             # PyTorch .pth checkpoints (zip format)
+  libcurl4-openssl-dev   # model zoo downloads from Hugging Face
 )
 
 missing=()

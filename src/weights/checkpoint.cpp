@@ -8,6 +8,7 @@
 #include "weights/pth.h"
 #include "weights/safetensors.h"
 #include "weights/synthetic.h"
+#include "weights/zoo.h"
 
 namespace biref {
 
@@ -127,6 +128,7 @@ std::string strip_wrapper_prefixes(std::string name) {
 }
 
 Checkpoint load_checkpoint(const std::string& source) {
+  if (std::string p = resolve_model_source(source); p != source) return load_checkpoint(p);
   if (source.rfind("synthetic:", 0) == 0) return synthetic_checkpoint_from_spec(source);
   std::ifstream f(source, std::ios::binary);
   BIREF_CHECK(f.good(), "cannot open checkpoint '", source, "'");

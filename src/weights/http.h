@@ -1,0 +1,36 @@
+// One-file HTTP(S) download with libcurl, for the model zoo: follows redirects, resumes a
+// partial download (DEST.part + Range), renames atomically to DEST at the end, and checks the
+// sha256 the Hugging Face hub publishes for LFS files (X-Linked-Etag) when the server sends it.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace biref {
+
+struct DownloadOptions {
+  std::string label;     // what the progress line calls the file; the URL if empty
+  bool progress = true;  // a bar on stderr if it is a terminal, else one line per file
+  int max_attempts = 3;  // an interrupted transfer is resumed this many times in all
+  long connect_timeout_s = 30;
+  long stall_timeout_s = 60;  // abort a transfer that moves no byte for this long
+};
+
+struct DownloadResult {
+  uint64_t bytes = 0;         // size of the final file
+  uint64_t resumed_from = 0;  // bytes that were already in DEST.part when the call started
+  std::string sha256;         // digest of the final file
+  bool verified = false;      // the server sent a sha256 (X-Linked-Etag) and it matched
+};
+
+// Downloads `url` to `dest` (its directory is created). Throws biref::Error with one line that
+// names the URL and the HTTP status or curl error. A failed transfer leaves DEST.part behind for
+// the next call to resume; an HTTP error response leaves nothing new; a checksum mismatch
+// deletes the download.
+DownloadResult download_file(const std::string& url, const std::string& dest,
+                             const DownloadOptions& options = {});
+
+// The 64-hex sha256 in an X-Linked-Etag / ETag value ("\"<hex>\"", W/"<hex>"), lowercased;
+// empty if the value is not a sha256 (git blobs have 40-hex sha1 etags).
+std::string sha256_from_etag(std::string value);
+
+}  // namespace biref
