@@ -1,0 +1,59 @@
+// `biref models`: the model zoo — each released BiRefNet variant with its native size, backbone,
+// Hugging Face repo and whether it is in the cache; `--download NAME` fetches one ahead of use
+// (for a machine that will be offline later).
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "command.h"
+#include "core/check.h"
+#include "weights/zoo.h"
+
+namespace biref::cli {
+namespace {
+
+struct ModelsOptions {
+  std::string download;  // a zoo name or hf:ORG/REPO[:FILE]
+};
+
+int run_models(const ModelsOptions& o) {
+  if (!o.download.empty()) {
+    std::optional<HfFile> file = parse_hf_source(o.download);
+    std::string label;
+    if (!file) {
+      const auto entry = zoo_find(o.download);
+      BIREF_CHECK(entry, "unknown model '", o.download, "': known models are ", zoo_names(),
+                  "; or pass hf:ORG/REPO[:FILE]");
+      file = HfFile{entry->repo, entry->file};
+      label = entry->name + " (" + entry->repo + ")";
+    }
+    std::error_code ec;
+    const bool had = std::filesystem::is_regular_file(cached_path(*file), ec);
+    const std::string path = fetch_hf_file(*file, label);
+    std::printf("%s%s\n", path.c_str(), had ? " (already in the cache)" : "");
+    return 0;
+  }
+
+  std::printf("%-12s %-10s %-10s %-32s %s\n", "NAME", "SIZE", "BACKBONE", "REPO", "CACHED");
+  for (const ZooEntry& e : zoo_entries()) {
+    std::error_code ec;
+    const bool cached = std::filesystem::is_regular_file(cached_path({e.repo, e.file}), ec);
+    const std::string size = std::to_string(e.width) + "x" + std::to_string(e.height);
+    std::printf("%-12s %-10s %-10s %-32s %s\n", e.name.c_str(), size.c_str(), e.backbone.c_str(),
+                e.repo.c_str(), cached ? "yes" : "no");
+  }
+  std::printf("\ncache: %s/models\n", cache_dir().c_str());
+  std::printf("use: --model NAME (any case), hf:ORG/REPO[:FILE], or a local file\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace biref::cli
+
+BIREF_COMMAND(models, "List the model zoo (native sizes, cache state) or download a model",
+              [](CLI::App& app) -> biref::cli::RunFn {
+                auto o = std::make_shared<biref::cli::ModelsOptions>();
+                app.add_option("--download", o->download,
+                               "Download NAME (or hf:ORG/REPO[:FILE]) into the cache");
+                return [o] { return biref::cli::run_models(*o); };
+              });
