@@ -204,4 +204,36 @@ BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg) {
   return net;
 }
 
+void for_each_layer(BiRefNet& net, const LayerVisitor& v) {
+  v.conv(net.bb.patch_embed_proj);
+  for (SwinStage& st : net.bb.layers) {
+    for (SwinBlock& b : st.blocks) {
+      for (Linear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v.linear(*l);
+    }
+    if (st.has_downsample) v.linear(st.downsample_reduction);
+  }
+  auto dec_block = [&](BasicDecBlk& b) {
+    v.conv(b.conv_in);
+    v.deform(b.dec_att.aspp1);
+    for (DeformConv& d : b.dec_att.aspp_deforms) v.deform(d);
+    v.conv(b.dec_att.global_avg_pool);
+    v.conv(b.dec_att.conv1);
+    v.conv(b.conv_out);
+  };
+  dec_block(net.squeeze_module);
+  Decoder& d = net.decoder;
+  for (int blk = 1; blk <= 5; ++blk) {
+    v.conv(d.ipt_blk[blk].conv1);
+    if (blk > 1) v.conv(d.ipt_blk[blk].conv_out);  // ipt_blk1's is folded into the output head
+  }
+  for (int blk = 1; blk <= 4; ++blk) dec_block(d.decoder_block[blk]);
+  for (int blk = 2; blk <= 4; ++blk) {
+    v.conv(d.lateral_block[blk]);
+    v.conv(d.gdt_convs[blk]);
+    v.conv(d.gdt_convs_attn[blk]);
+  }
+  v.conv(d.conv_out1_dec);
+  v.conv(d.ipt_blk1_conv_out);
+}
+
 }  // namespace biref

@@ -86,6 +86,18 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   }  // the checkpoint (mapping or buffers) is released here; the model holds its own copy
   impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
   impl->info.device = impl->backend->name();
+  Backend& be = *impl->backend;
+  if (be.owns_weights()) {
+    // Pack every weight once now; the backend keeps the packed copies, so the plain ones go.
+    auto release = [](std::vector<float>& w) { std::vector<float>().swap(w); };
+    for_each_layer(impl->net, {[&](Linear& l) { be.prepare(l); release(l.weight); },
+                               [&](Conv2d& c) { be.prepare(c); release(c.weight); },
+                               [&](DeformConv& d) {
+                                 be.prepare(d);
+                                 release(d.offset_mask.weight);
+                                 release(d.regular.weight);
+                               }});
+  }
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 

@@ -2,6 +2,7 @@
 // children under their attribute names; `name` fields carry the state_dict prefix.
 #pragma once
 #include <array>
+#include <functional>
 #include <vector>
 
 #include "model/config.h"
@@ -79,6 +80,15 @@ struct BiRefNet {
   Decoder decoder;
   int64_t parameters = 0;      // used at inference, before folding
 };
+
+// Visits every layer with weights (the Swin linears, every convolution, every deformable conv),
+// for backends that pack weights at load.
+struct LayerVisitor {
+  std::function<void(Linear&)> linear;
+  std::function<void(Conv2d&)> conv;
+  std::function<void(DeformConv&)> deform;
+};
+void for_each_layer(BiRefNet& net, const LayerVisitor& v);
 
 // Builds the model from a checkpoint that validate_checkpoint() accepted: BatchNorm folded,
 // the offset and modulator convolutions of each deformable conv fused, attention biases gathered.

@@ -32,6 +32,13 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
 
+  // Called once per layer at load. A backend that keeps its own packed copy of every weight
+  // says so with owns_weights(); the model then releases the plain weights it read.
+  virtual void prepare(const Linear&) {}
+  virtual void prepare(const Conv2d&) {}
+  virtual void prepare(const DeformConv&) {}
+  virtual bool owns_weights() const { return false; }
+
   // y[m, :] (+)= act(x[m, :] · Wᵀ + b) for m < rows; rows of x are `ldx` floats apart, rows of
   // y `ldy` apart. accumulate: add to y (the residual connections) instead of overwriting.
   virtual void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y,

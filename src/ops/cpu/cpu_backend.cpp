@@ -34,11 +34,34 @@ class CpuBackend final : public Backend {
   void conv2d(const Conv2d& c, const Tensor& x, Tensor& y) override {
     BIREF_CHECK(x.dim(3) == c.in && y.dim(3) == c.out, "conv2d '", c.name, "': input has ",
                 x.dim(3), " channels, expected ", c.in);
-    if (c.out == 1 && c.in % 16 == 0) {
+    if (is_pointwise(c)) {
+      // a 1×1 convolution over NHWC pixels is a matmul over rows
+      dnn_.linear(as_linear(c), x.data, x.numel() / c.in, c.in, y.data, c.out, c.act, false);
+    } else if (is_single_output(c)) {
       conv_single_output(c, x, y);  // oneDNN reaches ~3 GFLOP/s on these
     } else {
       dnn_.conv2d(c, x, y);
     }
+  }
+
+  // Weights are packed at load into the layouts the kernels use; the plain copies can go.
+  bool owns_weights() const override { return true; }
+  void prepare(const Linear& l) override { dnn_.prepare(l); }
+  void prepare(const Conv2d& c) override {
+    if (is_pointwise(c)) {
+      dnn_.prepare(as_linear(c));
+      release(conv_linears_.at(c.id.value).weight);
+    } else if (is_single_output(c)) {
+      tap_major(c);
+    } else {
+      dnn_.prepare(c);
+    }
+  }
+  void prepare(const DeformConv& d) override {
+    prepare(d.offset_mask);
+    const Linear& gemm = deform_gemm(d);
+    dnn_.prepare(gemm);
+    release(deform_gemms_.at(d.id.value).weight);
   }
 
   // A convolution to one channel (the composed output head at full resolution): one dot
@@ -46,14 +69,7 @@ class CpuBackend final : public Backend {
   void conv_single_output(const Conv2d& c, const Tensor& x, Tensor& y) {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
     const int64_t Ho = y.dim(1), Wo = y.dim(2);
-    auto it = tap_major_.find(c.id.value);
-    if (it == tap_major_.end()) {
-      std::vector<float> w(c.weight.size());  // [in, ky, kx] -> [ky, kx, in]
-      for (int i = 0; i < c.in; ++i)
-        for (int t = 0; t < c.k * c.k; ++t) w[size_t(t) * c.in + i] = c.weight[size_t(i) * c.k * c.k + t];
-      it = tap_major_.emplace(c.id.value, std::move(w)).first;
-    }
-    const float* wt = it->second.data();
+    const float* wt = tap_major(c).data();
     const float bias = c.bias.empty() ? 0.f : c.bias[0];
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < B * Ho; ++r) {
@@ -466,6 +482,21 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  static bool is_pointwise(const Conv2d& c) { return c.k == 1 && c.stride == 1 && c.pad == 0; }
+  static bool is_single_output(const Conv2d& c) { return c.out == 1 && c.in % 16 == 0; }
+  static void release(std::vector<float>& v) { std::vector<float>().swap(v); }
+
+  // conv_single_output's weights: [in, ky, kx] -> [ky, kx, in].
+  const std::vector<float>& tap_major(const Conv2d& c) {
+    auto it = tap_major_.find(c.id.value);
+    if (it != tap_major_.end()) return it->second;
+    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
+    std::vector<float> w(c.weight.size());
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < c.k * c.k; ++t) w[size_t(t) * c.in + i] = c.weight[size_t(i) * c.k * c.k + t];
+    return tap_major_.emplace(c.id.value, std::move(w)).first->second;
+  }
+
   // Positions per tile: about 8 MB of sampled columns.
   static int64_t deform_tile(const DeformConv& d, int64_t Ci) {
     const int64_t K = int64_t(d.k) * d.k * Ci;
@@ -536,6 +567,7 @@ class CpuBackend final : public Backend {
   const Linear& as_linear(const Conv2d& c) {
     auto it = conv_linears_.find(c.id.value);
     if (it != conv_linears_.end()) return it->second;
+    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
     Linear l;
     l.name = c.name;
     l.in = c.in;
@@ -550,6 +582,7 @@ class CpuBackend final : public Backend {
     auto it = deform_gemms_.find(d.id.value);
     if (it != deform_gemms_.end()) return it->second;
     const Conv2d& rc = d.regular;
+    BIREF_CHECK(!rc.weight.empty(), "layer '", rc.name, "' has no weights (released before packing)");
     const int kk = d.k * d.k;
     Linear l;
     l.name = rc.name;

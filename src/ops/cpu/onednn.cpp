@@ -28,55 +28,65 @@ dnnl::post_ops make_post_ops(Act act, bool accumulate) {
 
 OneDnn::OneDnn() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-const OneDnn::Packed* OneDnn::packed(uint64_t layer, const memory::desc& want, const memory& user) {
+const OneDnn::Packed* OneDnn::packed(uint64_t layer, const std::string& name,
+                                     const memory::desc& want, const memory::desc& user_desc,
+                                     const float* user) {
   auto& list = packed_[layer];
   for (const auto& p : list) {
     if (p->desc == want) return p.get();
   }
   auto p = std::make_unique<Packed>();
   p->desc = want;
-  if (user.get_desc() == want) {
-    p->mem = memory(want, engine_);
-    std::memcpy(p->mem.get_data_handle(), user.get_data_handle(), want.get_size());
+  p->mem = memory(want, engine_);
+  // The first packing reads the layer's own weights; later layouts (another shape asked for
+  // another blocking) are reordered from the first packed copy, so the plain weights may be
+  // released after prepare().
+  memory src;
+  if (!list.empty()) {
+    src = list.front()->mem;
   } else {
-    p->mem = memory(want, engine_);
-    dnnl::reorder(user, p->mem).execute(stream_, const_cast<memory&>(user), p->mem);
-    stream_.wait();
+    BIREF_CHECK(user != nullptr, "layer '", name, "' has no weights (released before packing)");
+    src = memory(user_desc, engine_, const_cast<float*>(user));
   }
+  dnnl::reorder(src, p->mem).execute(stream_, src, p->mem);
+  stream_.wait();
   list.push_back(std::move(p));
   return list.back().get();
+}
+
+OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
+                                  bool accumulate) {
+  const auto key = std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate);
+  auto it = matmuls_.find(key);
+  if (it != matmuls_.end()) return it->second;
+  const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
+  const memory::desc dst({rows, l.out}, dt::f32, memory::dims{ldy, 1});
+  const memory::desc w_any({l.in, l.out}, dt::f32, tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(make_post_ops(act, accumulate));
+  dnnl::matmul::primitive_desc pd;
+  Prim p;
+  if (!l.bias.empty()) {
+    const memory::desc b({1, l.out}, dt::f32, tag::ab);
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, b, dst), attr, engine_);
+    p.bias = memory(b, engine_, const_cast<float*>(l.bias.data()));
+  } else {
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, dst), attr, engine_);
+  }
+  // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
+  p.weights = packed(l.id.value, l.name, pd.weights_desc(),
+                     memory::desc({l.in, l.out}, dt::f32, tag::ba),
+                     l.weight.empty() ? nullptr : l.weight.data());
+  p.prim = dnnl::matmul(pd);
+  p.src = src;
+  p.dst = dst;
+  return matmuls_.emplace(key, std::move(p)).first->second;
 }
 
 void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
                     Act act, bool accumulate) {
   if (rows == 0) return;
-  const auto key = std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate);
-  auto it = matmuls_.find(key);
-  if (it == matmuls_.end()) {
-    const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
-    const memory::desc dst({rows, l.out}, dt::f32, memory::dims{ldy, 1});
-    const memory::desc w_any({l.in, l.out}, dt::f32, tag::any);
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(make_post_ops(act, accumulate));
-    dnnl::matmul::primitive_desc pd;
-    Prim p;
-    if (!l.bias.empty()) {
-      const memory::desc b({1, l.out}, dt::f32, tag::ab);
-      pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, b, dst), attr, engine_);
-      p.bias = memory(b, engine_, const_cast<float*>(l.bias.data()));
-    } else {
-      pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, dst), attr, engine_);
-    }
-    // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
-    const memory user(memory::desc({l.in, l.out}, dt::f32, tag::ba), engine_,
-                      const_cast<float*>(l.weight.data()));
-    p.weights = packed(l.id.value, pd.weights_desc(), user);
-    p.prim = dnnl::matmul(pd);
-    p.src = src;
-    p.dst = dst;
-    it = matmuls_.emplace(key, std::move(p)).first;
-  }
-  Prim& p = it->second;
+  Prim& p = matmul_prim(l, rows, ldx, ldy, act, accumulate);
   memory src(p.src, engine_, const_cast<float*>(x));
   memory dst(p.dst, engine_, y);
   std::unordered_map<int, memory> args{
@@ -86,33 +96,35 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
   stream_.wait();
 }
 
-void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
-  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2);
+OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W) {
   const auto key = std::make_tuple(c.id.value, B, H, W);
   auto it = convs_.find(key);
-  if (it == convs_.end()) {
-    const memory::desc src({B, c.in, H, W}, dt::f32, tag::nhwc);
-    const memory::desc dst({B, c.out, y.dim(1), y.dim(2)}, dt::f32, tag::nhwc);
-    const memory::desc w_any({c.out, c.in, c.k, c.k}, dt::f32, tag::any);
-    const memory::desc b({c.out}, dt::f32, tag::a);
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(make_post_ops(c.act, false));
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                      dnnl::algorithm::convolution_direct, src, w_any, b, dst,
-                                      {c.stride, c.stride}, {c.pad, c.pad}, {c.pad, c.pad});
-    dnnl::convolution_forward::primitive_desc pd(d, attr, engine_);
-    Prim p;
-    const memory user(memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw), engine_,
-                      const_cast<float*>(c.weight.data()));
-    p.weights = packed(c.id.value, pd.weights_desc(), user);
-    p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));
-    p.prim = dnnl::convolution_forward(pd);
-    p.src = pd.src_desc();
-    p.dst = pd.dst_desc();
-    BIREF_CHECK(p.src == src && p.dst == dst, "conv2d '", c.name, "': oneDNN chose a blocked layout");
-    it = convs_.emplace(key, std::move(p)).first;
-  }
-  Prim& p = it->second;
+  if (it != convs_.end()) return it->second;
+  const int64_t Ho = (H + 2 * c.pad - c.k) / c.stride + 1, Wo = (W + 2 * c.pad - c.k) / c.stride + 1;
+  const memory::desc src({B, c.in, H, W}, dt::f32, tag::nhwc);
+  const memory::desc dst({B, c.out, Ho, Wo}, dt::f32, tag::nhwc);
+  const memory::desc w_any({c.out, c.in, c.k, c.k}, dt::f32, tag::any);
+  const memory::desc b({c.out}, dt::f32, tag::a);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(make_post_ops(c.act, false));
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                    dnnl::algorithm::convolution_direct, src, w_any, b, dst,
+                                    {c.stride, c.stride}, {c.pad, c.pad}, {c.pad, c.pad});
+  dnnl::convolution_forward::primitive_desc pd(d, attr, engine_);
+  Prim p;
+  p.weights = packed(c.id.value, c.name, pd.weights_desc(),
+                     memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw),
+                     c.weight.empty() ? nullptr : c.weight.data());
+  p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));
+  p.prim = dnnl::convolution_forward(pd);
+  p.src = pd.src_desc();
+  p.dst = pd.dst_desc();
+  BIREF_CHECK(p.src == src && p.dst == dst, "conv2d '", c.name, "': oneDNN chose a blocked layout");
+  return convs_.emplace(key, std::move(p)).first->second;
+}
+
+void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
+  Prim& p = conv_prim(c, x.dim(0), x.dim(1), x.dim(2));
   memory src(p.src, engine_, x.data);
   memory dst(p.dst, engine_, y.data);
   p.prim.execute(stream_, {{DNNL_ARG_SRC, src},
@@ -121,5 +133,11 @@ void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
                            {DNNL_ARG_DST, dst}});
   stream_.wait();
 }
+
+// Typical shapes: the packed layout oneDNN picks depends on the channels and the ISA, hardly on
+// the number of rows or the spatial size; another shape that wants another layout reorders
+// from this packed copy.
+void OneDnn::prepare(const Linear& l) { matmul_prim(l, 1024, l.in, l.out, Act::None, false); }
+void OneDnn::prepare(const Conv2d& c) { conv_prim(c, 1, 64, 64); }
 
 }  // namespace biref::cpu

@@ -4,6 +4,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <string>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 #include <vector>
@@ -21,6 +22,9 @@ class OneDnn {
               Act act, bool accumulate);
   // NHWC convolution with fused bias and activation.
   void conv2d(const Conv2d& c, const Tensor& x, Tensor& y);
+  // Packs a layer's weights now (for a typical shape), so its plain weights can be released.
+  void prepare(const Linear& l);
+  void prepare(const Conv2d& c);
 
  private:
   struct Packed {  // weights in a primitive's preferred layout
@@ -33,7 +37,10 @@ class OneDnn {
     const Packed* weights = nullptr;
     dnnl::memory bias;
   };
-  const Packed* packed(uint64_t layer, const dnnl::memory::desc& want, const dnnl::memory& user);
+  const Packed* packed(uint64_t layer, const std::string& name, const dnnl::memory::desc& want,
+                       const dnnl::memory::desc& user_desc, const float* user);
+  Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act, bool accumulate);
+  Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
 
   dnnl::engine engine_;
   dnnl::stream stream_;
