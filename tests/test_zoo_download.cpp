@@ -433,6 +433,13 @@ TEST_F(ZooDownload, CacheHitNeedsNoServer) {
   ScopedEnv offline("BIREF_HF_ENDPOINT", "http://127.0.0.1:" + std::to_string(closed_port()));
   EXPECT_EQ(fs::path(resolve_model_source("General")), dest);
   EXPECT_EQ(fs::path(resolve_model_source("hf:ZhengPeng7/BiRefNet")), dest);
+  // A folder that happens to have the model's name does not hide it.
+  const auto cwd = fs::current_path();
+  fs::create_directories(cache_ / "General");
+  fs::current_path(cache_);
+  const std::string in_folder = resolve_model_source("General");
+  fs::current_path(cwd);
+  EXPECT_EQ(fs::path(in_folder), dest);
   EXPECT_TRUE(server_.seen().empty());
 }
 

@@ -66,6 +66,7 @@ struct Transfer {
   bool show = false, tty = false;
   std::string label;
   Clock::time_point start = Clock::now(), last_draw{};
+  uint64_t total = 0;  // whole file size, once the server has said (0: unknown)
 };
 
 size_t on_header(char* data, size_t size, size_t n, void* user) {
@@ -151,7 +152,8 @@ int on_progress(void* user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t, cu
   const auto now = Clock::now();
   if (now - t.last_draw < std::chrono::milliseconds(100)) return 0;
   t.last_draw = now;
-  draw(t, t.offset + uint64_t(dlnow), dltotal > 0 ? t.offset + uint64_t(dltotal) : 0, false);
+  if (dltotal > 0) t.total = t.offset + uint64_t(dltotal);
+  draw(t, t.offset + uint64_t(dlnow), t.total, false);
   return 0;
 }
 
@@ -264,7 +266,7 @@ DownloadResult download_file(const std::string& url, const std::string& dest,
     bool write_failed = false;
     if (t.file) write_failed = std::fclose(t.file) != 0;
     if (t.show && t.tty && t.file) {  // the bar's last state stays on screen
-      draw(t, t.offset + t.written, 0, true);
+      draw(t, t.offset + t.written, t.total, true);
     }
     if (!t.linked_sha256.empty()) linked_sha256 = t.linked_sha256;
     if (t.restarted) result.resumed_from = 0;

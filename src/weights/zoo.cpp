@@ -145,7 +145,8 @@ std::string fetch_hf_file(const HfFile& f, const std::string& label) {
 std::string resolve_model_source(const std::string& source) {
   if (source.rfind("synthetic:", 0) == 0) return source;
   std::error_code ec;
-  if (fs::exists(source, ec)) return source;
+  // Any existing file, but not a directory: a folder named like a model must not hide it.
+  if (fs::exists(source, ec) && !fs::is_directory(source, ec)) return source;
   if (auto hf = parse_hf_source(source)) return fetch_hf_file(*hf);
   if (auto entry = zoo_find(source)) {
     return fetch_hf_file({entry->repo, entry->file}, str_cat(entry->name, " (", entry->repo, ")"));
