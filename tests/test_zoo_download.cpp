@@ -385,6 +385,21 @@ TEST_F(ZooDownload, PartLongerThanTheFileStartsOver) {
   EXPECT_EQ(server_.seen()[1].range, "");
 }
 
+TEST_F(ZooDownload, WholePartNeverRenamedIsNotDownloadedAgain) {
+  // A run killed between the last byte and the rename: the server answers 416 to the range, and
+  // the part's sha256 matches the hub's.
+  server_.route(url_path("Org/Repo", "model.safetensors"), Route::file(body_, sha_));
+  const fs::path dest = cached("Org/Repo");
+  fs::create_directories(dest.parent_path());
+  std::ofstream(dest.string() + ".part", std::ios::binary) << body_;
+  const auto r = download_file(server_.base() + url_path("Org/Repo", "model.safetensors"),
+                               dest.string(), quiet());
+  EXPECT_TRUE(r.verified);
+  EXPECT_EQ(read_file(dest), body_);
+  ASSERT_EQ(server_.seen().size(), 1u);
+  EXPECT_EQ(server_.seen()[0].range, "bytes=300000-");
+}
+
 TEST_F(ZooDownload, WrongChecksumDeletesTheFile) {
   const std::string wrong = sha256_hex("something else");
   server_.route(url_path("Org/Repo", "model.safetensors"), Route::file(body_, wrong));

@@ -286,8 +286,10 @@ DownloadResult download_file(const std::string& url, const std::string& dest,
     } else if (write_failed) {
       error = str_cat("cannot write '", part, "' (disk full?)");
     } else if (t.status == 416 && t.offset > 0 && !range_reset_done) {
-      // The partial file does not fit the file on the server (it changed, or the part is
-      // already whole but was never renamed): drop it and download from the start.
+      // Nothing left to send: the part may be whole but never renamed (a run killed at the
+      // end). If the hub's checksum says so, it is done; otherwise it does not belong to this
+      // file (the file changed on the server): drop it and download from the start.
+      if (!linked_sha256.empty() && Sha256(hasher).hex_digest() == linked_sha256) break;
       std::error_code ec;
       fs::remove(part, ec);
       hasher.reset();
