@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <set>
 
 #include "core/half.h"
@@ -247,6 +249,37 @@ TEST_F(ConvertTest, BadArguments) {
       run_cli("convert " + path("trunc.safetensors") + " " + path("o.safetensors"), dir_),
       "convert", "trunc.safetensors");
   expect_files({"trunc.safetensors"});
+}
+
+}  // namespace
+}  // namespace biref
+
+namespace biref {
+namespace {
+
+// Issue 3's acceptance check: a synthetic swin_v1_l checkpoint converted to F16 gives, through
+// `biref segment`, a mask within ±1 of the FP32 checkpoint's.
+TEST_F(ConvertTest, SwinLHalfPrecisionMaskWithinOneOfFp32) {
+  const std::string f32 = path("l32.safetensors"), f16 = path("l16.safetensors");
+  ASSERT_EQ(run_cli("convert --synthetic swin_v1_l " + f32, dir_).code, 0);
+  const CliRun c = run_cli("convert " + f32 + " " + f16 + " --dtype f16", dir_);
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_LT(fs::file_size(f16), fs::file_size(f32) * 6 / 10);
+  const std::string img = test::data_path("pipeline/chelsea.png");
+  for (const auto& [model, mask] : {std::pair{f32, path("m32.png")}, std::pair{f16, path("m16.png")}}) {
+    const CliRun r = run_cli("segment " + img + " -o " + mask + " --model " + model + " --size 256x256 -q", dir_);
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  const cv::Mat a = cv::imread(path("m32.png"), cv::IMREAD_UNCHANGED);
+  const cv::Mat b = cv::imread(path("m16.png"), cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(a.size(), b.size());
+  cv::Mat diff;
+  cv::absdiff(a, b, diff);
+  double mx = 0;
+  cv::minMaxLoc(diff, nullptr, &mx);
+  std::printf("swin_v1_l f16 vs f32 mask: max diff %.0f, %d of %d pixels differ\n", mx,
+              cv::countNonZero(diff), int(diff.total()));
+  EXPECT_LE(mx, 1.0);
 }
 
 }  // namespace
