@@ -23,9 +23,10 @@ struct Result {
   std::string out;  // stdout + stderr
 };
 
-Result run(const std::string& args) {
+// Runs `biref ARGS` with `env` ("NAME=VALUE ...") added to its environment.
+Result run(const std::string& args, const std::string& env = "") {
   Result r;
-  FILE* p = popen((std::string(BIREF_CLI) + " " + args + " 2>&1").c_str(), "r");
+  FILE* p = popen((env + " " + std::string(BIREF_CLI) + " " + args + " 2>&1").c_str(), "r");
   std::array<char, 4096> buf;
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
@@ -121,6 +122,25 @@ TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
   const Result r = run("segment " + img + " --model synthetic:swin_v1_t --size 64x64 -o /nonexistent/dir/m.png");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("does not exist"), std::string::npos) << r.out;
+}
+
+TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {
+  // A cached file stands in for the 512x512 variant (no network in tests): without --size the
+  // model runs at the variant's native 512x512.
+  const fs::path cache = dir / "cache";
+  const fs::path file = cache / "models/ZhengPeng7/BiRefNet_512x512/model.safetensors";
+  fs::create_directories(file.parent_path());
+  ASSERT_EQ(run("convert --synthetic swin_v1_t " + file.string()).code, 0);
+  const std::string dump = (dir / "dump512.safetensors").string();
+  const std::string img = test::data_path("pipeline/chelsea.png");
+  const Result r = run("segment " + img + " -o " + out + " --model 512x512 -q --dump " + dump,
+                       "BIREF_CACHE=" + cache.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Checkpoint ck = load_checkpoint(dump);
+  EXPECT_EQ(ck.metadata.at("size"), "512x512");
+  EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 512, 512}));
+  fs::remove_all(cache);
+  fs::remove(dump);
 }
 
 TEST(BenchCli, JsonHasTheDocumentedKeys) {

@@ -9,19 +9,27 @@
 #include "common.h"
 #include "core/check.h"
 #include "weights/safetensors.h"
+#include "weights/zoo.h"
 
 namespace {
 
 struct SegmentOptions {
-  std::string image, output, model, size = "1024x1024", dump;
+  std::string image, output, model, size, dump;  // size: empty = the model's native size
   int threads = 0;
   bool quiet = false;
 };
 
 int run_segment(const SegmentOptions& o) {
+  // The model's native size when --size is not given: the zoo's entry for a zoo name
+  // (2048x2048 for HR, 2560x1440 for lite-2K, ...), 1024x1024 otherwise.
+  std::string size = o.size;
+  if (size.empty()) {
+    const auto entry = biref::zoo_find(o.model);
+    size = entry ? std::to_string(entry->width) + "x" + std::to_string(entry->height) : "1024x1024";
+  }
   int W = 0, H = 0;
-  biref::cli::parse_size(o.size, "--size", W, H);
-  BIREF_CHECK(W % 32 == 0 && H % 32 == 0, "--size ", o.size,
+  biref::cli::parse_size(size, "--size", W, H);
+  BIREF_CHECK(W % 32 == 0 && H % 32 == 0, "--size ", size,
               " is not supported: width and height must be multiples of 32 (e.g. 1024x1024)");
   BIREF_CHECK(!o.output.empty(), "no output: pass -o MASK.png");
   // Inputs and the output folder first, so a mistake fails before the model is loaded and run.
@@ -49,7 +57,7 @@ int run_segment(const SegmentOptions& o) {
   if (!o.dump.empty()) {
     std::vector<std::pair<std::string, biref::TensorData>> ts;
     for (const auto& [name, t] : dumped) ts.push_back({name, {biref::DType::F32, t.shape, t.data.data(), nullptr}});
-    biref::save_safetensors(o.dump, ts, {{"source", o.image}, {"model", o.model}, {"size", o.size}});
+    biref::save_safetensors(o.dump, ts, {{"source", o.image}, {"model", o.model}, {"size", size}});
   }
   if (!o.quiet) {
     using ms = std::chrono::duration<double, std::milli>;
@@ -69,10 +77,12 @@ BIREF_COMMAND(segment, "Segment an image: write its foreground mask (8-bit PNG)"
                 app.add_option("image", o->image, "input image (any format OpenCV reads)")->required();
                 app.add_option("-o,--output", o->output, "output mask, e.g. mask.png")->required();
                 app.add_option("-m,--model", o->model,
-                               "checkpoint (.safetensors) or synthetic:BACKBONE[:SEED]")
+                               "checkpoint (.safetensors / .pth), zoo name (see `biref models`), "
+                               "hf:ORG/REPO[:FILE], or synthetic:BACKBONE[:SEED]")
                     ->required();
-                app.add_option("-s,--size", o->size, "model input WIDTHxHEIGHT, multiples of 32")
-                    ->capture_default_str();
+                app.add_option("-s,--size", o->size,
+                               "model input WIDTHxHEIGHT, multiples of 32 (default: the zoo "
+                               "model's native size, else 1024x1024)");
                 app.add_option("-t,--threads", o->threads, "threads (0: all cores)");
                 app.add_flag("-q,--quiet", o->quiet, "print nothing on success");
                 app.add_option("--dump", o->dump,
