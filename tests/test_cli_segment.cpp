@@ -139,6 +139,10 @@ TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {
   const Checkpoint ck = load_checkpoint(dump);
   EXPECT_EQ(ck.metadata.at("size"), "512x512");
   EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 512, 512}));
+  const Result info = run("info 512x512", "BIREF_CACHE=" + cache.string());
+  ASSERT_EQ(info.code, 0) << info.out;
+  EXPECT_NE(info.out.find("native size   512x512"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("ZhengPeng7/BiRefNet_512x512"), std::string::npos) << info.out;
   fs::remove_all(cache);
   fs::remove(dump);
 }

@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "core/check.h"
+#include "weights/zoo.h"
 #include "model/config.h"
 #include "weights/checkpoint.h"
 
@@ -98,6 +99,13 @@ int run_info(const InfoOptions& o) {
   const SwinConfig& s = cfg.swin;
   std::printf("model         BiRefNet, backbone %s\n", s.name.c_str());
   std::printf("configuration %s\n", describe(cfg).c_str());
+  if (const auto entry = zoo_find(o.checkpoint)) {
+    std::printf("zoo model     %s (%s): %s\n", entry->name.c_str(), entry->repo.c_str(),
+                entry->description.c_str());
+    std::printf("native size   %dx%d\n", entry->width, entry->height);
+  } else {
+    std::printf("native size   not recorded in the file (biref segment defaults to 1024x1024)\n");
+  }
 
   int64_t used = 0, training = 0;
   std::vector<std::string> training_names, buffer_names;
