@@ -52,6 +52,10 @@ void run_golden(const std::string& file, Device device) {
 TEST(Golden, SwinT256) { run_golden("swin_v1_t-256x256-seed0.safetensors", Device::Cpu); }
 TEST(Golden, SwinT192x320) { run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu); }
 TEST(Golden, SwinL256) { run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu); }
+// The oracle itself: the naive double-precision reference kernels against the official model.
+TEST(Golden, ReferenceBackendSwinT192x320) {
+  run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Reference);
+}
 
 }  // namespace
 }  // namespace biref

@@ -1,5 +1,6 @@
 // Reference kernels: the plainest loops that compute each op as the PyTorch model defines it,
-// accumulating in double. They are the oracle the optimised kernels are tested against.
+// accumulating in double. They are the oracle the optimised kernels are tested against. The
+// heavy ones spread independent outputs over threads; every sum still runs in its plain order.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -47,6 +48,7 @@ class RefBackend final : public Backend {
 
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate) override {
+#pragma omp parallel for schedule(static)  // rows are independent; each sum stays sequential
     for (int64_t m = 0; m < rows; ++m) {
       for (int o = 0; o < l.out; ++o) {
         double s = l.bias.empty() ? 0.0 : l.bias[o];
@@ -61,6 +63,7 @@ class RefBackend final : public Backend {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
     const int64_t Ho = y.dim(1), Wo = y.dim(2);
     BIREF_CHECK(Ci == c.in && y.dim(3) == c.out, "conv2d '", c.name, "': channels do not match");
+#pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t oy = 0; oy < Ho; ++oy)
         for (int64_t ox = 0; ox < Wo; ++ox)
@@ -131,8 +134,9 @@ class RefBackend final : public Backend {
                         int hd, const float* rel_bias, float* out) override {
     const int N = g.tokens(), w = g.window, C = heads * hd;
     const double scale = 1.0 / std::sqrt(double(hd));
-    std::vector<double> a(size_t(N) * N);
+#pragma omp parallel for schedule(static)
     for (int64_t bw = 0; bw < batch * g.windows(); ++bw) {
+      std::vector<double> a(size_t(N) * N);
       const int widx = int(bw % g.windows());
       const int wy = widx / g.nww(), wx = widx % g.nww();
       const float* base = qkv + bw * N * 3 * C;
@@ -232,6 +236,7 @@ class RefBackend final : public Backend {
     const Conv2d& rc = d.regular;
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Cy = y.dim(3);
     const int k = d.k, kk = k * k;
+#pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t p = 0; p < H; ++p)
         for (int64_t q = 0; q < W; ++q) {
