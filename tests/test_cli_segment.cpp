@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -18,21 +17,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
+using Result = test::CliResult;
 
-// Runs `biref ARGS` with `env` ("NAME=VALUE ...") added to its environment.
 Result run(const std::string& args, const std::string& env = "") {
-  Result r;
-  FILE* p = popen((env + " " + std::string(BIREF_CLI) + " " + args + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return test::run_cli(args, env);
 }
 
 int lines(const std::string& s) { return int(std::count(s.begin(), s.end(), '\n')); }
@@ -47,9 +35,9 @@ class SegmentCli : public testing::Test {
   }
   void expect_failure(const std::string& args, const std::string& needle) {
     const Result r = run(args + " -o " + out);
-    EXPECT_NE(r.code, 0) << r.out;
-    EXPECT_EQ(lines(r.out), 1) << r.out;
-    EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
+    EXPECT_NE(r.code, 0) << r.all();
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(out)) << "output left behind by: " << args;
   }
   fs::path dir;
@@ -59,7 +47,7 @@ class SegmentCli : public testing::Test {
 TEST_F(SegmentCli, WritesTheOfficialMask) {
   const std::string img = test::data_path("pipeline/astronaut.jpg");
   const Result r = run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 256x256");
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.code, 0) << r.all();
   const cv::Mat mine = cv::imread(out, cv::IMREAD_UNCHANGED);
   const cv::Mat ref = cv::imread(test::data_path("pipeline/astronaut.mask.png"), cv::IMREAD_UNCHANGED);
   ASSERT_EQ(mine.type(), CV_8UC1);
@@ -121,7 +109,7 @@ TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
   // an unwritable output folder
   const Result r = run("segment " + img + " --model synthetic:swin_v1_t --size 64x64 -o /nonexistent/dir/m.png");
   EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.out.find("does not exist"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
 }
 
 TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {
@@ -135,12 +123,12 @@ TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {
   const std::string img = test::data_path("pipeline/chelsea.png");
   const Result r = run("segment " + img + " -o " + out + " --model 512x512 -q --dump " + dump,
                        "BIREF_CACHE=" + cache.string());
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.code, 0) << r.all();
   const Checkpoint ck = load_checkpoint(dump);
   EXPECT_EQ(ck.metadata.at("size"), "512x512");
   EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 512, 512}));
   const Result info = run("info 512x512", "BIREF_CACHE=" + cache.string());
-  ASSERT_EQ(info.code, 0) << info.out;
+  ASSERT_EQ(info.code, 0) << info.all();
   EXPECT_NE(info.out.find("native size   512x512"), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("ZhengPeng7/BiRefNet_512x512"), std::string::npos) << info.out;
   fs::remove_all(cache);
@@ -149,7 +137,7 @@ TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {
 
 TEST(BenchCli, JsonHasTheDocumentedKeys) {
   const Result r = run("bench --model synthetic:swin_v1_t --size 64x64 --runs 2 --json");
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.code, 0) << r.all();
   const auto j = nlohmann::json::parse(r.out);
   for (const char* k : {"load_ms", "median_ms", "min_ms", "max_ms", "gflops", "gflops_per_s",
                         "sgemm_gflops_per_s", "peak_rss_mb", "stages"})

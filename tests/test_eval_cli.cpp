@@ -18,25 +18,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using CliRun = biref::test::CliResult;
 
-CliRun run_cli(const std::string& args) {
-  const fs::path dir = fs::temp_directory_path() / ("biref_eval_cli_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string out = (dir / "out.txt").string(), err = (dir / "err.txt").string();
-  const std::string cmd = std::string(BIREF_CLI) + " eval " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
+CliRun run_cli(const std::string& args) { return biref::test::run_cli("eval " + args); }
 
 std::string golden_dir() {
   return biref::test::data_path("metrics/set-seed1");

@@ -1,8 +1,16 @@
 // Shared helpers of the test suite.
 #pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -39,6 +47,39 @@ inline double max_abs_diff(const float* a, const float* b, int64_t n) {
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   return max_abs_diff(a.data, b.data, a.numel());
+}
+
+// The built `biref` command, run as a user runs it.
+struct CliResult {
+  int code = -1;
+  std::string out, err;  // stdout, stderr
+  std::string all() const { return out + err; }
+};
+
+// Runs `biref ARGS`, with `env` ("NAME=VALUE ...") added to its environment.
+inline CliResult run_cli(const std::string& args, const std::string& env = "") {
+  namespace fs = std::filesystem;
+  static std::atomic<int> counter{0};
+  const std::string stem = (fs::temp_directory_path() /
+                            ("biref-cli-" + std::to_string(getpid()) + "-" + std::to_string(counter++)))
+                               .string();
+  const std::string out = stem + ".out", err = stem + ".err";
+  const std::string cmd = env + " " + BIREF_CLI + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  auto slurp = [](const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  CliResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  std::error_code ec;
+  fs::remove(out, ec);
+  fs::remove(err, ec);
+  return r;
 }
 
 }  // namespace biref::test

@@ -475,20 +475,14 @@ TEST_F(ZooDownload, LoadCheckpointByName) {
   EXPECT_EQ(ck.tensors.at("w").to_f32(), v);
 }
 
+// `biref ARGS` with `env`; its stdout and stderr together.
 struct CliResult {
   int code = -1;
   std::string out;
 };
-
 CliResult run_cli(const std::string& env, const std::string& args) {
-  CliResult r;
-  FILE* p = popen((env + " " + BIREF_CLI + " " + args + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  const test::CliResult r = test::run_cli(args, env);
+  return {r.code, r.all()};
 }
 
 TEST_F(ZooDownload, ModelsCommandListsAndDownloads) {
