@@ -292,3 +292,25 @@ TEST(Ops, FusedAsppMatchesTheComposedReference) {
 
 }  // namespace
 }  // namespace biref
+
+namespace biref {
+namespace {
+
+TEST(Ops, ConvPairFusedInBandsMatchesTwoConvolutions) {
+  // image (3 channels) -> 3×3 to 32 -> 3×3 to 1: heights that are and are not multiples of the
+  // CPU backend's 8-row bands, batch 2
+  auto ref = make_ref_backend();
+  auto cpu = make_cpu_backend();
+  for (int H : {5, 8, 19}) {
+    Conv2d a = random_conv(3, 32, 3, 1, 1, Act::None, 110);
+    Conv2d b = random_conv(32, 1, 3, 1, 1, Act::None, 111);
+    Tensor x = random_tensor({2, H, 13, 3}, 112);
+    Tensor y0 = Tensor::empty({2, H, 13, 1}), y1 = Tensor::empty(y0.shape);
+    ref->conv_pair(a, b, x, y0);
+    cpu->conv_pair(a, b, x, y1);
+    EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "H " << H;
+  }
+}
+
+}  // namespace
+}  // namespace biref

@@ -245,9 +245,12 @@ struct Runner {
     Tensor out = resize(z, H, W);
     z = Tensor();
     {
-      Tensor t = conv(d.ipt_blk[1].conv1, x);
-      Tensor o2 = conv(d.ipt_blk1_conv_out, t);
-      t = Tensor();
+      // ipt_blk1.conv1 (3 -> 64) then the composed 64 -> 1 head, fused by the backend so the
+      // full-resolution 64-channel map need not exist
+      const Conv2d &c1 = d.ipt_blk[1].conv1, &c2 = d.ipt_blk1_conv_out;
+      Tensor o2 = pool.empty({x.dim(0), H, W, 1});
+      be.conv_pair(c1, c2, x, o2);
+      ctx.flops += 2.0 * double(x.dim(0) * H * W) * (c1.out * c1.in * c1.k * c1.k + c2.in * c2.k * c2.k);
       be.add(o2, out);
     }
     dump("out", out);

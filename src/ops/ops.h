@@ -81,6 +81,9 @@ class Backend {
   virtual void aspp_deformable(const std::array<const DeformConv*, 4>& branches,
                                const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
                                const Tensor& pooled, const Conv2d& conv1, Tensor& y);
+  // y = b(a(x)) for two convolutions in a row (no activation in between beyond a's own).
+  // The default runs them one after the other; a backend may fuse them.
+  virtual void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y);
   // Mean over H and W: x [B, H, W, C] -> y [B, 1, 1, C].
   virtual void global_avg_pool(const Tensor& x, Tensor& y) = 0;
   // y[b, :, :, c_offset + c] = v[b, 0, 0, c] for every pixel (the ASPP's pooled branch).

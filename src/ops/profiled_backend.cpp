@@ -54,6 +54,9 @@ class ProfiledBackend final : public Backend {
                        const Tensor& pooled, const Conv2d& conv1, Tensor& y) override {
     timed("aspp_deformable", [&] { in_.aspp_deformable(branches, offset_masks, x, pooled, conv1, y); });
   }
+  void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y) override {
+    timed("conv_pair", [&] { in_.conv_pair(a, b, x, y); });
+  }
   void global_avg_pool(const Tensor& x, Tensor& y) override {
     timed("global_avg_pool", [&] { in_.global_avg_pool(x, y); });
   }

@@ -48,6 +48,9 @@ class CpuBackend final : public Backend {
   bool owns_weights() const override { return true; }
   void prepare(const Linear& l) override { dnn_.prepare(l); }
   void prepare(const Conv2d& c) override {
+    if (is_same_size(c) && c.out % 16 == 0 && c.out <= 256 && c.in <= 4) {
+      input_conv_weights(c);  // a possible first half of conv_pair (the image's 3 channels)
+    }
     if (is_pointwise(c)) {
       dnn_.prepare(as_linear(c));
       release(conv_linears_.at(c.id.value).weight);
@@ -64,35 +67,105 @@ class CpuBackend final : public Backend {
     release(deform_gemms_.at(d.id.value).weight);
   }
 
-  // A convolution to one channel (the composed output head at full resolution): one dot
+  // A "same" convolution to one channel (the composed output head at full resolution): one dot
   // product of k²·in values per pixel, accumulated in a vector register, one horizontal sum.
   void conv_single_output(const Conv2d& c, const Tensor& x, Tensor& y) {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
-    const int64_t Ho = y.dim(1), Wo = y.dim(2);
     const float* wt = tap_major(c).data();
-    const float bias = c.bias.empty() ? 0.f : c.bias[0];
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < B * Ho; ++r) {
-      const int64_t b = r / Ho, oy = r % Ho;
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        cpu::v16 acc = {};
-        for (int ky = 0; ky < c.k; ++ky) {
-          const int64_t iy = oy * c.stride - c.pad + ky;
-          if (iy < 0 || iy >= H) continue;
-          for (int kx = 0; kx < c.k; ++kx) {
-            const int64_t ix = ox * c.stride - c.pad + kx;
-            if (ix < 0 || ix >= W) continue;
-            const float* xp = x.data + ((b * H + iy) * W + ix) * Ci;
-            const float* wp = wt + size_t(ky * c.k + kx) * Ci;
-            for (int64_t i = 0; i < Ci; i += 16) acc += cpu::load16(xp + i) * cpu::load16(wp + i);
+    for (int64_t r = 0; r < B * H; ++r) {
+      const int64_t b = r / H, oy = r % H;
+      const float* rows[16];
+      for (int ky = 0; ky < c.k; ++ky) {
+        const int64_t iy = oy - c.pad + ky;
+        rows[ky] = (iy < 0 || iy >= H) ? nullptr : x.data + (b * H + iy) * W * Ci;
+      }
+      single_output_row(c, wt, rows, W, Ci, y.data + r * W);
+    }
+  }
+
+  // One output row of a same-size k×k convolution to one channel; rows[ky] is input row
+  // (oy − pad + ky), or null where that row is outside the image (zero padding).
+  static void single_output_row(const Conv2d& c, const float* wt, const float* const* rows, int64_t W,
+                                int64_t Ci, float* out) {
+    const float bias = c.bias.empty() ? 0.f : c.bias[0];
+    for (int64_t ox = 0; ox < W; ++ox) {
+      cpu::v16 acc = {};
+      for (int ky = 0; ky < c.k; ++ky) {
+        if (!rows[ky]) continue;
+        for (int kx = 0; kx < c.k; ++kx) {
+          const int64_t ix = ox - c.pad + kx;
+          if (ix < 0 || ix >= W) continue;
+          const float* xp = rows[ky] + ix * Ci;
+          const float* wp = wt + size_t(ky * c.k + kx) * Ci;
+          for (int64_t i = 0; i < Ci; i += 16) acc += cpu::load16(xp + i) * cpu::load16(wp + i);
+        }
+      }
+      float v = bias;
+      for (int j = 0; j < 16; ++j) v += acc[j];
+      if (c.act == Act::Relu) v = std::max(v, 0.f);
+      if (c.act == Act::Sigmoid) v = 1.f / (1.f + std::exp(-v));
+      if (c.act == Act::Gelu) v = 0.5f * v * (1.f + std::erf(v * 0.70710678f));
+      out[ox] = v;
+    }
+  }
+
+  // b(a(x)) for a same-size convolution `a` from few channels (the image) to a multiple of 16,
+  // followed by a same-size convolution `b` to one channel: the input branch of the output head
+  // at full resolution. Computed in bands of rows, so a's 64-channel output (1 GB at 2048²)
+  // only ever exists a few rows at a time.
+  void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y) override {
+    if (!(is_single_output(b) && is_same_size(a) && a.out == b.in && a.out % 16 == 0 && a.out <= 256)) {
+      Backend::conv_pair(a, b, x, y);
+      return;
+    }
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Cm = a.out;
+    const int pb = b.pad;
+    constexpr int64_t kBand = 8;
+    const int64_t bands = (H + kBand - 1) / kBand;
+    const float* wa = input_conv_weights(a).data();
+    const float* wb = tap_major(b).data();
+#pragma omp parallel
+    {
+      std::vector<float> mid(size_t((kBand + 2 * pb) * W * Cm));
+#pragma omp for schedule(static)
+      for (int64_t job = 0; job < B * bands; ++job) {
+        const int64_t bi = job / bands, r0 = (job % bands) * kBand, r1 = std::min(H, r0 + kBand);
+        // a's output for rows [r0 − pb, r1 + pb) ∩ [0, H)
+        const int64_t m0 = std::max<int64_t>(0, r0 - pb), m1 = std::min(H, r1 + pb);
+        for (int64_t my = m0; my < m1; ++my) {
+          float* mrow = mid.data() + (my - (r0 - pb)) * W * Cm;
+          for (int64_t mx = 0; mx < W; ++mx) {
+            float* o = mrow + mx * Cm;
+            for (int64_t c = 0; c < Cm; ++c) o[c] = a.bias[size_t(c)];
+            for (int ky = 0; ky < a.k; ++ky) {
+              const int64_t iy = my - a.pad + ky;
+              if (iy < 0 || iy >= H) continue;
+              for (int kx = 0; kx < a.k; ++kx) {
+                const int64_t ix = mx - a.pad + kx;
+                if (ix < 0 || ix >= W) continue;
+                const float* xp = x.data + ((bi * H + iy) * W + ix) * Ci;
+                const float* wp = wa + size_t((ky * a.k + kx) * Ci) * Cm;
+                for (int64_t ci = 0; ci < Ci; ++ci) {
+                  const float v = xp[ci];
+                  const float* wr = wp + ci * Cm;
+#pragma omp simd
+                  for (int64_t c = 0; c < Cm; ++c) o[c] += v * wr[c];
+                }
+              }
+            }
+            if (a.act == Act::Relu)
+              for (int64_t c = 0; c < Cm; ++c) o[c] = std::max(o[c], 0.f);
           }
         }
-        float v = bias;
-        for (int j = 0; j < 16; ++j) v += acc[j];
-        if (c.act == Act::Relu) v = std::max(v, 0.f);
-        if (c.act == Act::Sigmoid) v = 1.f / (1.f + std::exp(-v));
-        if (c.act == Act::Gelu) v = 0.5f * v * (1.f + std::erf(v * 0.70710678f));
-        y.data[r * Wo + ox] = v;
+        for (int64_t oy = r0; oy < r1; ++oy) {
+          const float* rows[16];
+          for (int ky = 0; ky < b.k; ++ky) {
+            const int64_t my = oy - pb + ky;
+            rows[ky] = (my < 0 || my >= H) ? nullptr : mid.data() + (my - (r0 - pb)) * W * Cm;
+          }
+          single_output_row(b, wb, rows, W, Cm, y.data + (bi * H + oy) * W);
+        }
       }
     }
   }
@@ -483,7 +556,21 @@ class CpuBackend final : public Backend {
 
  private:
   static bool is_pointwise(const Conv2d& c) { return c.k == 1 && c.stride == 1 && c.pad == 0; }
-  static bool is_single_output(const Conv2d& c) { return c.out == 1 && c.in % 16 == 0; }
+  static bool is_same_size(const Conv2d& c) { return c.stride == 1 && 2 * c.pad == c.k - 1 && c.k <= 15; }
+  static bool is_single_output(const Conv2d& c) { return c.out == 1 && c.in % 16 == 0 && is_same_size(c); }
+
+  // conv_pair's first convolution: [out, in, ky, kx] -> [ky, kx, in, out].
+  const std::vector<float>& input_conv_weights(const Conv2d& c) {
+    auto it = input_conv_.find(c.id.value);
+    if (it != input_conv_.end()) return it->second;
+    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
+    std::vector<float> w(c.weight.size());
+    for (int o = 0; o < c.out; ++o)
+      for (int i = 0; i < c.in; ++i)
+        for (int t = 0; t < c.k * c.k; ++t)
+          w[(size_t(t) * c.in + i) * c.out + o] = c.weight[(size_t(o) * c.in + i) * c.k * c.k + t];
+    return input_conv_.emplace(c.id.value, std::move(w)).first->second;
+  }
   static void release(std::vector<float>& v) { std::vector<float>().swap(v); }
 
   // conv_single_output's weights: [in, ky, kx] -> [ky, kx, in].
@@ -599,7 +686,8 @@ class CpuBackend final : public Backend {
 
   cpu::OneDnn dnn_;
   std::map<uint64_t, Linear> deform_gemms_;
-  std::map<uint64_t, std::vector<float>> tap_major_;  // conv_single_output weights
+  std::map<uint64_t, std::vector<float>> tap_major_;    // conv_single_output weights
+  std::map<uint64_t, std::vector<float>> input_conv_;  // conv_pair's first convolution
   std::map<uint64_t, Linear> conv_linears_;
   std::vector<float> cols_, tile_out_, cat_tile_;
 };
