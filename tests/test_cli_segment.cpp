@@ -79,6 +79,13 @@ TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
   expect_failure("segment " + img + " --model synthetic:swin_v1_t --size big", "not a size");
   expect_failure("segment " + img + " --model " + (dir / "none.safetensors").string(), "cannot open");
   expect_failure("segment " + img + " --model synthetic:resnet50", "unknown backbone");
+  {  // an output format nobody can write is refused before the model runs
+    const std::string bad_out = (dir / "mask.xyz").string();
+    const Result r = run("segment " + img + " --model synthetic:swin_v1_t -o " + bad_out);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("unknown image format"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(bad_out));
+  }
 
   // a truncated checkpoint
   const std::string good = (dir / "t.safetensors").string();

@@ -73,6 +73,20 @@ TEST(Pipeline, RejectsBadImagesAndSizes) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(junk), std::string::npos);
   }
+  // library entry points check their inputs instead of reading out of bounds
+  Image tiny;
+  tiny.width = tiny.height = 4;
+  tiny.channels = 3;
+  tiny.pixels.assign(10, 0);  // should be 48
+  EXPECT_THROW(preprocess(tiny, 32, 32), Error);
+  EXPECT_THROW(write_image(testing::TempDir() + "/x.png", tiny), Error);
+  tiny.pixels.assign(48, 0);
+  EXPECT_THROW(preprocess(tiny, 0, 0), Error);
+  EXPECT_THROW(mask_from_probabilities({0.5f}, 2, 2), Error);
+  // a NaN probability (a broken model) becomes 0, never undefined
+  const Image m = mask_from_probabilities({std::nanf(""), 0.5f, 1.f, -1.f}, 2, 2);
+  EXPECT_EQ(m.pixels, (std::vector<uint8_t>{0, 128, 255, 0}));
+
   auto model = Model::load("synthetic:swin_v1_t");
   Image img;
   img.width = img.height = 40;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "biref/error.h"
+#include "core/check.h"
 #include "core/half.h"
 #include "model/config.h"
 #include "test_util.h"
@@ -99,6 +100,23 @@ TEST(Config, NamesTheMissingOrWrongTensor) {
                 std::string::npos) << e.what();
     }
   }
+  // crafted shapes that would crash or exhaust memory later are refused at detection
+  for (const std::vector<int64_t>& bad : {std::vector<int64_t>{96, 3, 0, 0}, {96, 3, 8, 8}, {0, 3, 4, 4},
+                                          {100, 3, 4, 4}}) {
+    Checkpoint c = ck;
+    c.tensors["bb.patch_embed.proj.weight"].shape = bad;
+    EXPECT_THROW(detect_config(c), Error) << shape_str(bad);
+  }
+  {
+    Checkpoint c = ck;
+    c.tensors["bb.layers.0.blocks.0.attn.relative_position_bias_table"].shape = {127 * 127, 3};
+    try {
+      detect_config(c);
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("window w <= 32"), std::string::npos) << e.what();
+    }
+  }
   {
     Checkpoint c;
     c.path = "resnet.safetensors";
@@ -170,6 +188,54 @@ TEST(Safetensors, RejectsTruncatedAndCorruptFiles) {
   expect_error(write("hdr.safetensors", huge), "header length");
   expect_error(write("empty.safetensors", ""), "empty");
   expect_error(dir + "/does-not-exist.safetensors", "cannot open");
+}
+
+TEST(Safetensors, RejectsShapesThatOverflowAndMisalignedDataStillReads) {
+  const std::string dir = testing::TempDir();
+  auto write_header = [&](const std::string& name, const std::string& json, size_t data_bytes) {
+    const std::string path = dir + "/" + name;
+    std::ofstream f(path, std::ios::binary);
+    const uint64_t n = json.size();
+    for (int i = 0; i < 8; ++i) f.put(char((n >> (8 * i)) & 0xff));
+    f << json << std::string(data_bytes, '\0');
+    return path;
+  };
+  // 2^62 elements claimed by a header with no data: refused, not wrapped around
+  const std::string huge = write_header(
+      "huge.safetensors", R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0);
+  try {
+    load_checkpoint(huge);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos) << e.what();
+  }
+  // an F16 tensor at an odd offset converts correctly (no misaligned typed reads)
+  const std::string odd_header = R"({"x":{"dtype":"F16","shape":[2],"data_offsets":[1,5]}})";
+  const std::string odd = write_header("odd.safetensors", odd_header, 5);
+  {
+    std::fstream f(odd, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(8 + odd_header.size() + 1));  // the tensor's first byte
+    const uint16_t one = f32_to_f16(1.f), two = f32_to_f16(-2.f);
+    f.write(reinterpret_cast<const char*>(&one), 2);
+    f.write(reinterpret_cast<const char*>(&two), 2);
+  }
+  const Checkpoint ck = load_checkpoint(odd);
+  EXPECT_EQ(ck.tensors.at("x").to_f32(), (std::vector<float>{1.f, -2.f}));
+}
+
+TEST(Checkpoint, NamesFoldersAndBadSyntheticSeeds) {
+  try {
+    load_checkpoint(testing::TempDir());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a folder"), std::string::npos) << e.what();
+  }
+  try {
+    load_checkpoint("synthetic:swin_v1_t:99999999999999999999");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("seed must be"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Half, ConversionsRoundTrip) {

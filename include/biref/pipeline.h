@@ -1,5 +1,5 @@
-// The official image pipeline around the model (../shared/spec/PIPELINE.md): decode, resize the
-// 8-bit image to the model size, normalise; and back: sigmoid, align_corners resize, 8-bit mask.
+// The official image pipeline around the model: decode, resize the 8-bit image to the model
+// size, normalise; and back: sigmoid, align_corners resize, 8-bit mask (docs in README.md).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,6 +18,8 @@ struct Image {
 // Decodes any format OpenCV reads (EXIF orientation applied); gray becomes three equal channels
 // and alpha is dropped, as the official cv2.imread(path) does. Returns RGB.
 Image read_image(const std::string& path);
+// Whether `path`'s extension names a format write_image can encode (.png, .jpg, .bmp, .tif, ...).
+bool can_write_image(const std::string& path);
 // Writes a PNG (or any format by extension) atomically: a temp file renamed at the end, so no
 // half-written output is ever left under `path`.
 void write_image(const std::string& path, const Image& image);

@@ -1,5 +1,10 @@
 #include "core/atomic_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -26,6 +31,12 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::commit() {
+  // Data on disk before the name: a crash after the rename never exposes an empty file.
+  const int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
+  BIREF_CHECK(fd >= 0, "cannot write '", path_, "': the temporary file vanished");
+  const int err = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  BIREF_CHECK(err == 0, "cannot write '", path_, "': ", std::strerror(err));
   std::error_code ec;
   fs::rename(temp_, path_, ec);
   BIREF_CHECK(!ec, "cannot write '", path_, "': ", ec.message());

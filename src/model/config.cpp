@@ -9,6 +9,12 @@ namespace biref {
 
 namespace {
 
+// Bounds that keep a crafted checkpoint from asking for absurd memory at load (the released
+// models use C 96..192, windows 7 and 12, at most 18 blocks per stage).
+constexpr int64_t kMaxEmbedDim = 1024;
+constexpr int kMaxWindow = 32;
+constexpr int kMaxDepth = 64;
+
 const std::vector<SwinConfig>& presets() {
   static const std::vector<SwinConfig> p = {
       {"swin_v1_t", 96, {2, 2, 6, 2}, {3, 6, 12, 24}, 7, 4},
@@ -177,16 +183,22 @@ ModelConfig detect_config(const Checkpoint& ck) {
     fail("'", path, "' is not a BiRefNet checkpoint: no tensor 'bb.patch_embed.proj.weight' (",
          ck.tensors.size(), " tensors, first ", example, ")");
   }
-  BIREF_CHECK(pe->shape.size() == 4 && pe->shape[1] == 3 && pe->shape[2] == pe->shape[3],
+  // Patch size 4 is what the decoder's patch grids (32, 16, 8, 4 at strides 32..4) assume; C must
+  // split into the decoder's C/4 and C/8 channel groups.
+  BIREF_CHECK(pe->shape.size() == 4 && pe->shape[1] == 3 && pe->shape[2] == 4 && pe->shape[3] == 4 &&
+                  pe->shape[0] >= 8 && pe->shape[0] <= kMaxEmbedDim && pe->shape[0] % 8 == 0,
               "'", path, "': 'bb.patch_embed.proj.weight' has shape ", shape_str(pe->shape),
-              ", expected [C, 3, 4, 4] (a Swin v1 backbone)");
+              ", expected [C, 3, 4, 4] with C a multiple of 8 up to ", kMaxEmbedDim,
+              " (a Swin v1 backbone)");
   ModelConfig cfg;
   SwinConfig& s = cfg.swin;
   s.embed_dim = int(pe->shape[0]);
   s.patch = int(pe->shape[2]);
   for (int i = 0; i < 4; ++i) {
     int j = 0;
-    while (find(str_cat("bb.layers.", i, ".blocks.", j, ".norm1.weight"))) ++j;
+    while (j <= kMaxDepth && find(str_cat("bb.layers.", i, ".blocks.", j, ".norm1.weight"))) ++j;
+    BIREF_CHECK(j <= kMaxDepth, "'", path, "': Swin stage ", i, " has more than ", kMaxDepth,
+                " blocks");
     BIREF_CHECK(j > 0, "'", path, "' is incomplete: no tensor 'bb.layers.", i,
                 ".blocks.0.norm1.weight' (Swin stage ", i, " is missing)");
     s.depths[i] = j;
@@ -195,10 +207,12 @@ ModelConfig detect_config(const Checkpoint& ck) {
     BIREF_CHECK(t, "'", path, "' is incomplete: missing tensor '", tname, "'");
     BIREF_CHECK(t->shape.size() == 2, "'", path, "': '", tname, "' has shape ", shape_str(t->shape),
                 ", expected [(2w-1)^2, heads]");
-    const int side = int(std::lround(std::sqrt(double(t->shape[0]))));
-    BIREF_CHECK(side * side == t->shape[0] && side % 2 == 1, "'", path, "': '", tname,
-                "' has ", t->shape[0], " rows, not (2w-1)^2 for any window w");
-    const int win = (side + 1) / 2;
+    // The attention bias is expanded to heads·w⁴ values per block at load: bound w.
+    const int64_t side = std::llround(std::sqrt(double(t->shape[0])));
+    BIREF_CHECK(side * side == t->shape[0] && side % 2 == 1 && side <= 2 * kMaxWindow - 1, "'",
+                path, "': '", tname, "' has ", t->shape[0], " rows, not (2w-1)^2 for a window w <= ",
+                kMaxWindow);
+    const int win = int(side + 1) / 2;
     BIREF_CHECK(i == 0 || win == s.window, "'", path, "': stage ", i, " has window ", win,
                 " but stage 0 has ", s.window);
     s.window = win;

@@ -29,9 +29,25 @@ Image read_image(const std::string& path) {
   return im;
 }
 
+namespace {
+void check_image(const Image& image, const char* what) {
+  BIREF_CHECK(image.width > 0 && image.height > 0 &&
+                  (image.channels == 1 || image.channels == 3 || image.channels == 4),
+              what, ": not an image (", image.width, "x", image.height, ", ", image.channels,
+              " channels)");
+  BIREF_CHECK(image.pixels.size() == size_t(image.width) * image.height * image.channels, what,
+              ": ", image.pixels.size(), " bytes of pixels for ", image.width, "x", image.height,
+              "x", image.channels);
+}
+}  // namespace
+
+bool can_write_image(const std::string& path) {
+  const std::string ext = fs::path(path).extension().string();
+  return !ext.empty() && cv::haveImageWriter("x" + ext);
+}
+
 void write_image(const std::string& path, const Image& image) {
-  BIREF_CHECK(image.channels == 1 || image.channels == 3 || image.channels == 4,
-              "cannot write an image with ", image.channels, " channels");
+  check_image(image, "write_image");
   const int type = image.channels == 1 ? CV_8UC1 : (image.channels == 3 ? CV_8UC3 : CV_8UC4);
   cv::Mat m(image.height, image.width, type, const_cast<uint8_t*>(image.pixels.data()));
   cv::Mat out;
@@ -57,14 +73,16 @@ void write_image(const std::string& path, const Image& image) {
   FILE* f = std::fopen(file.temp_path().c_str(), "wb");
   BIREF_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
   const size_t n = std::fwrite(buf.data(), 1, buf.size(), f);
-  const bool good = n == buf.size() && std::fflush(f) == 0;
-  std::fclose(f);
+  const bool flushed = n == buf.size() && std::fflush(f) == 0;
+  const bool good = std::fclose(f) == 0 && flushed;  // close reports delayed write errors
   BIREF_CHECK(good, "error writing '", path, "' (disk full?)");
   file.commit();
 }
 
 HostTensor preprocess(const Image& rgb, int width, int height) {
-  BIREF_CHECK(rgb.channels == 3, "preprocess expects an RGB image");
+  check_image(rgb, "preprocess");
+  BIREF_CHECK(rgb.channels == 3, "preprocess expects an RGB image, got ", rgb.channels, " channels");
+  BIREF_CHECK(width > 0 && height > 0, "preprocess: bad model size ", width, "x", height);
   cv::Mat src(rgb.height, rgb.width, CV_8UC3, const_cast<uint8_t*>(rgb.pixels.data()));
   cv::Mat resized;
   // On the 8-bit image (OpenCV's fixed-point bilinear), exactly as the official code does.
@@ -86,6 +104,9 @@ std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h)
   BIREF_CHECK(logits.shape.size() == 4 && logits.shape[0] == 1 && logits.shape[1] == 1,
               "logits must be [1, 1, H, W], got ", shape_str(logits.shape));
   const int64_t h = logits.shape[2], w = logits.shape[3];
+  BIREF_CHECK(int64_t(logits.data.size()) == h * w, "logits have ", logits.data.size(),
+              " values for shape ", shape_str(logits.shape));
+  BIREF_CHECK(out_w > 0 && out_h > 0, "probabilities: bad output size ", out_w, "x", out_h);
   Tensor p = Tensor::empty({1, h, w, 1});
   for (int64_t i = 0; i < h * w; ++i) p.data[i] = 1.f / (1.f + std::exp(-logits.data[i]));
   Tensor full = Tensor::empty({1, out_h, out_w, 1});
@@ -100,9 +121,11 @@ Image mask_from_probabilities(const std::vector<float>& prob, int width, int hei
   m.height = height;
   m.channels = 1;
   m.pixels.resize(size_t(width) * height);
+  BIREF_CHECK(prob.size() == m.pixels.size(), "mask: ", prob.size(), " probabilities for ",
+              width, "x", height);
   for (size_t i = 0; i < m.pixels.size(); ++i) {
     const float v = std::round(255.f * prob[i]);  // half away from zero
-    m.pixels[i] = uint8_t(std::clamp(v, 0.f, 255.f));
+    m.pixels[i] = v >= 0.f ? uint8_t(std::min(v, 255.f)) : 0;  // NaN (a broken model) -> 0
   }
   return m;
 }

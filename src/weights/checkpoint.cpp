@@ -1,6 +1,7 @@
 #include "weights/checkpoint.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "core/check.h"
@@ -61,54 +62,33 @@ int64_t TensorData::numel() const {
 std::vector<float> TensorData::to_f32() const {
   const int64_t n = numel();
   std::vector<float> out(static_cast<size_t>(n));
-  auto convert = [&](auto fn) {
-    for (int64_t i = 0; i < n; ++i) out[i] = fn(i);
+  if (n == 0) return out;
+  if (dtype == DType::F32) {
+    std::memcpy(out.data(), data, size_t(n) * 4);
+    return out;
+  }
+  // Element by element through memcpy: a memory-mapped file gives no alignment guarantee.
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  auto convert = [&](auto zero, auto fn) {
+    using T = decltype(zero);
+    for (int64_t i = 0; i < n; ++i) {
+      T v;
+      std::memcpy(&v, bytes + size_t(i) * sizeof(T), sizeof(T));
+      out[size_t(i)] = fn(v);
+    }
   };
+  auto cast = [](auto v) { return float(v); };
   switch (dtype) {
-    case DType::F32:
-      if (n > 0) std::memcpy(out.data(), data, size_t(n) * 4);  // empty tensors: no buffer
-      break;
-    case DType::F16: {
-      auto* p = static_cast<const uint16_t*>(data);
-      convert([&](int64_t i) { return f16_to_f32(p[i]); });
-      break;
-    }
-    case DType::BF16: {
-      auto* p = static_cast<const uint16_t*>(data);
-      convert([&](int64_t i) { return bf16_to_f32(p[i]); });
-      break;
-    }
-    case DType::F64: {
-      auto* p = static_cast<const double*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
-    case DType::I64: {
-      auto* p = static_cast<const int64_t*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
-    case DType::I32: {
-      auto* p = static_cast<const int32_t*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
-    case DType::I16: {
-      auto* p = static_cast<const int16_t*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
-    case DType::I8: {
-      auto* p = static_cast<const int8_t*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
+    case DType::F32: break;
+    case DType::F16: convert(uint16_t{}, [](uint16_t v) { return f16_to_f32(v); }); break;
+    case DType::BF16: convert(uint16_t{}, [](uint16_t v) { return bf16_to_f32(v); }); break;
+    case DType::F64: convert(double{}, cast); break;
+    case DType::I64: convert(int64_t{}, cast); break;
+    case DType::I32: convert(int32_t{}, cast); break;
+    case DType::I16: convert(int16_t{}, cast); break;
+    case DType::I8: convert(int8_t{}, cast); break;
     case DType::U8:
-    case DType::Bool: {
-      auto* p = static_cast<const uint8_t*>(data);
-      convert([&](int64_t i) { return float(p[i]); });
-      break;
-    }
+    case DType::Bool: convert(uint8_t{}, cast); break;
   }
   return out;
 }
@@ -130,6 +110,9 @@ std::string strip_wrapper_prefixes(std::string name) {
 Checkpoint load_checkpoint(const std::string& source) {
   if (std::string p = resolve_model_source(source); p != source) return load_checkpoint(p);
   if (source.rfind("synthetic:", 0) == 0) return synthetic_checkpoint_from_spec(source);
+  std::error_code ec;
+  BIREF_CHECK(!std::filesystem::is_directory(source, ec), "checkpoint '", source,
+              "' is a folder, not a file");
   std::ifstream f(source, std::ios::binary);
   BIREF_CHECK(f.good(), "cannot open checkpoint '", source, "'");
   unsigned char head[8] = {};

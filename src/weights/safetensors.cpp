@@ -81,9 +81,14 @@ Checkpoint load_safetensors(const std::string& path) {
     try {
       TensorData t;
       t.dtype = dtype_from_name(v.at("dtype").get<std::string>());
+      // Sizes are checked for overflow before anything trusts them: a header may claim any shape.
+      uint64_t elems = 1;
       for (const auto& d : v.at("shape")) {
         const int64_t dim = d.get<int64_t>();
         BIREF_CHECK(dim >= 0, "negative dimension");
+        BIREF_CHECK(dim == 0 || elems <= (uint64_t(1) << 50) / uint64_t(dim),
+                    "shape is too large (more than 2^50 elements)");
+        elems *= uint64_t(dim);
         t.shape.push_back(dim);
       }
       const auto& offs = v.at("data_offsets");

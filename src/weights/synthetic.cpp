@@ -84,8 +84,8 @@ Checkpoint synthetic_checkpoint_from_spec(const std::string& spec) {
   const size_t colon = rest.find(':');
   if (colon != std::string::npos) {
     const std::string s = rest.substr(colon + 1);
-    BIREF_CHECK(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos,
-                "bad synthetic model '", spec, "': the seed must be a non-negative integer");
+    BIREF_CHECK(!s.empty() && s.size() <= 19 && s.find_first_not_of("0123456789") == std::string::npos,
+                "bad synthetic model '", spec, "': the seed must be an integer from 0 to 10^19 - 1");
     seed = std::stoull(s);
     rest = rest.substr(0, colon);
   }

@@ -46,10 +46,11 @@ TensorData convert_tensor(const TensorData& t, DType to, int64_t& overflowed) {
     return out;
   };
   if (to == DType::F32) return keep(std::make_shared<std::vector<float>>(t.to_f32()));
-  // F32 sources (the common case) are read in place rather than through a float copy.
+  // F32 sources (the common case) are read in place when aligned, rather than through a copy
+  // (a memory-mapped safetensors file does not promise alignment).
   std::vector<float> copy;
   const float* f = static_cast<const float*>(t.data);
-  if (t.dtype != DType::F32) {
+  if (t.dtype != DType::F32 || reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0) {
     copy = t.to_f32();
     f = copy.data();
   }

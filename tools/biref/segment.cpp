@@ -34,6 +34,8 @@ int run_segment(const SegmentOptions& o) {
   BIREF_CHECK(!o.output.empty(), "no output: pass -o MASK.png");
   // Inputs and the output folder first, so a mistake fails before the model is loaded and run.
   const biref::Image image = biref::read_image(o.image);
+  BIREF_CHECK(biref::can_write_image(o.output), "cannot write '", o.output,
+              "': unknown image format (use .png, .jpg, .bmp, .tif or .webp)");
   for (const std::string& out : {o.output, o.dump}) {
     if (out.empty()) continue;
     const std::filesystem::path dir = std::filesystem::path(out).parent_path();
@@ -53,12 +55,14 @@ int run_segment(const SegmentOptions& o) {
   const auto t1 = std::chrono::steady_clock::now();
   const biref::Image mask = biref::segment(*model, image, W, H);
   const auto t2 = std::chrono::steady_clock::now();
-  biref::write_image(o.output, mask);
+  // The dump first and the mask last: a failure never leaves a mask without its dump, and each
+  // file is written atomically (complete or absent).
   if (!o.dump.empty()) {
     std::vector<std::pair<std::string, biref::TensorData>> ts;
     for (const auto& [name, t] : dumped) ts.push_back({name, {biref::DType::F32, t.shape, t.data.data(), nullptr}});
     biref::save_safetensors(o.dump, ts, {{"source", o.image}, {"model", o.model}, {"size", size}});
   }
+  biref::write_image(o.output, mask);
   if (!o.quiet) {
     using ms = std::chrono::duration<double, std::milli>;
     std::fprintf(stderr, "%s: %dx%d -> %s (%s at %dx%d on %s; load %.0f ms, run %.0f ms)\n",

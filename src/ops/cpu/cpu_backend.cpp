@@ -48,9 +48,7 @@ class CpuBackend final : public Backend {
   bool owns_weights() const override { return true; }
   void prepare(const Linear& l) override { dnn_.prepare(l); }
   void prepare(const Conv2d& c) override {
-    if (is_same_size(c) && c.out % 16 == 0 && c.out <= 256 && c.in <= 4) {
-      input_conv_weights(c);  // a possible first half of conv_pair (the image's 3 channels)
-    }
+    if (is_input_conv(c)) input_conv_weights(c);  // a possible first half of conv_pair
     if (is_pointwise(c)) {
       dnn_.prepare(as_linear(c));
       release(conv_linears_.at(c.id.value).weight);
@@ -115,7 +113,7 @@ class CpuBackend final : public Backend {
   // at full resolution. Computed in bands of rows, so a's 64-channel output (1 GB at 2048²)
   // only ever exists a few rows at a time.
   void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y) override {
-    if (!(is_single_output(b) && is_same_size(a) && a.out == b.in && a.out % 16 == 0 && a.out <= 256)) {
+    if (!(is_input_conv(a) && is_single_output(b) && a.out == b.in)) {
       Backend::conv_pair(a, b, x, y);
       return;
     }
@@ -558,6 +556,12 @@ class CpuBackend final : public Backend {
   static bool is_pointwise(const Conv2d& c) { return c.k == 1 && c.stride == 1 && c.pad == 0; }
   static bool is_same_size(const Conv2d& c) { return c.stride == 1 && 2 * c.pad == c.k - 1 && c.k <= 15; }
   static bool is_single_output(const Conv2d& c) { return c.out == 1 && c.in % 16 == 0 && is_same_size(c); }
+  // What conv_pair's banded kernel handles as its first convolution: from the image's few
+  // channels, to at most 256, with no activation or ReLU.
+  static bool is_input_conv(const Conv2d& c) {
+    return is_same_size(c) && c.in <= 4 && c.out % 16 == 0 && c.out <= 256 &&
+           (c.act == Act::None || c.act == Act::Relu);
+  }
 
   // conv_pair's first convolution: [out, in, ky, kx] -> [ky, kx, in, out].
   const std::vector<float>& input_conv_weights(const Conv2d& c) {
