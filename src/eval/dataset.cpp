@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <stdexcept>
 #include <thread>
 
 #include "core/check.h"
@@ -85,6 +87,39 @@ Pairing pair_folders(const std::string& pred_dir, const std::string& gt_dir) {
   return r;
 }
 
+namespace {
+
+// Restores OpenCV's thread count on every path out of evaluate_pairs.
+class CvThreadsGuard {
+ public:
+  explicit CvThreadsGuard(bool single) : saved_(cv::getNumThreads()), changed_(single) {
+    if (changed_) cv::setNumThreads(1);
+  }
+  ~CvThreadsGuard() {
+    if (changed_) cv::setNumThreads(saved_);
+  }
+  CvThreadsGuard(const CvThreadsGuard&) = delete;
+  CvThreadsGuard& operator=(const CvThreadsGuard&) = delete;
+
+ private:
+  int saved_;
+  bool changed_;
+};
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    return "out of memory";
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+}  // namespace
+
 DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& options) {
   DatasetResult result;
   SetAccumulator acc(options.groups);
@@ -93,11 +128,11 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
   threads = std::max(1, std::min<int>(threads, int(std::max<size_t>(total, 1))));
 
   // Parallel over images only: OpenCV's own threads inside each worker would oversubscribe.
-  const int cv_threads = cv::getNumThreads();
-  if (threads > 1) cv::setNumThreads(1);
+  const CvThreadsGuard cv_threads(threads > 1);
 
   std::mutex mu;
   std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};  // set on the first error: the workers stop taking pairs
   size_t next_to_add = 0, done = 0;
   struct Finished {
     bool ok;
@@ -105,11 +140,14 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
     std::string error_file, error;
   };
   std::map<size_t, Finished> pending;  // finished out of order, waiting for their turn
+  std::exception_ptr first_error;      // the first failure outside the scoring of one pair
+  std::string error_file;              // the file being handled when it happened
 
-  auto worker = [&] {
-    for (;;) {
+  auto work = [&](size_t& current) {
+    while (!stop.load()) {
       const size_t i = next.fetch_add(1);
       if (i >= total) return;
+      current = i;
       const Pair& pair = pairs[i];
       Finished f{false, {}, {}, {}};
       try {
@@ -129,11 +167,12 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
       } catch (const std::exception& e) {  // a decoder error, a too large image, out of memory
         f.ok = false;
         f.error_file = pair.pred_path;
-        f.error = str_cat("cannot score (", e.what(), "), skipped");
+        f.error = str_cat("cannot score against ", pair.gt_path, " (", e.what(), "), skipped");
       }
       std::lock_guard<std::mutex> lock(mu);
       pending.emplace(i, std::move(f));
       while (!pending.empty() && pending.begin()->first == next_to_add) {
+        current = next_to_add;
         Finished& ready = pending.begin()->second;
         if (ready.ok) {
           acc.add(ready.scores);
@@ -145,15 +184,47 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
         pending.erase(pending.begin());
         ++next_to_add;
       }
+      current = i;
       ++done;
       if (options.progress) options.progress(done, total);
     }
   };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (threads > 1) cv::setNumThreads(cv_threads);
+  // Never lets an exception out of a thread: the first one is kept for the caller, and every
+  // worker stops at its next pair.
+  auto worker = [&]() noexcept {
+    size_t current = total;
+    try {
+      work(current);
+    } catch (...) {
+      stop.store(true);
+      try {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first_error) {
+          first_error = std::current_exception();
+          error_file = current < total ? pairs[current].pred_path : std::string();
+        }
+      } catch (...) {  // the mutex itself failed: stop is set, the error is lost
+      }
+    }
+  };
+  {
+    // std::jthread joins on destruction, so every path out of this block joins every worker.
+    std::vector<std::jthread> pool;
+    try {
+      pool.reserve(size_t(threads - 1));
+      for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    } catch (const std::exception&) {
+      // No more threads (std::system_error) or no memory for them: carry on with those started
+      // and this one, which is enough to score every pair.
+    }
+    worker();
+  }
+  if (first_error) {
+    if (!error_file.empty()) fail("evaluation failed at ", error_file, ": ", what_of(first_error));
+    fail("evaluation failed: ", what_of(first_error));
+  }
+  BIREF_CHECK(next_to_add == total, "evaluation stopped after ", next_to_add, " of ", total,
+              " pairs");
   result.set = acc.finish();
   return result;
 }

@@ -56,7 +56,10 @@ struct RunOptions {
 // Scores the pairs with `threads` workers. Each worker reads and scores one pair at a time, so
 // memory stays at a few images per worker whatever the folder size; results are added to the
 // set in pair order (so the sums are reproducible), holding early finishers until their turn.
-// An unreadable file is reported and skipped.
+// An unreadable file, or a pair that score_image refuses (an image too large, ...), is reported
+// in `problems` and skipped. Any other failure (the progress callback throws, out of memory while
+// adding a result) stops the workers; once every thread has been joined it is thrown as
+// biref::Error naming the file being handled. OpenCV's thread count is restored on every path.
 DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& options);
 
 }  // namespace biref::eval

@@ -3,10 +3,18 @@
 #include <cstddef>
 #include <vector>
 
+#include "core/check.h"
+
 namespace biref::eval {
 
 void nearest_feature(const uint8_t* feature, int height, int width, int32_t* nearest,
                      int32_t* dist2) {
+  // Indices and squared distances are kept in 32 bits.
+  BIREF_CHECK(height >= 0 && width >= 0 && height < 32768 && width < 32768,
+              "distance transform of a ", width, "x", height,
+              " image (sides from 0 to 32767 pixels)");
+  BIREF_CHECK((feature && nearest) || int64_t(height) * width == 0,
+              "distance transform without image or output");
   const int64_t H = height, W = width;
   // Pass 1 (along columns). below[y·W + x]: the smallest feature row >= y in column x, or -1.
   thread_local std::vector<int32_t> below;  // reused per thread: no fresh pages per image

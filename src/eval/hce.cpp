@@ -2,9 +2,12 @@
 // boundary accuracy (MBA). Both work on binary masks and use OpenCV exactly where the reference
 // does, so morphology borders, contour order and polygon simplification match it bit for bit.
 #include <cstdlib>
+#include <initializer_list>
 #include <opencv2/imgproc.hpp>
+#include <utility>
 #include <vector>
 
+#include "core/check.h"
 #include "eval/metrics.h"
 
 namespace biref::eval {
@@ -13,6 +16,19 @@ namespace {
 
 cv::Mat cross3() {
   return cv::getStructuringElement(cv::MORPH_CROSS, cv::Size(3, 3));
+}
+
+// The masks of one image: non-empty, 8-bit single-channel, all of the same size.
+void check_masks(const char* what,
+                 std::initializer_list<std::pair<const char*, const cv::Mat*>> masks) {
+  const cv::Mat& first = *masks.begin()->second;
+  for (const auto& [name, m] : masks) {
+    BIREF_CHECK(!m->empty(), what, ": the ", name, " mask is empty");
+    BIREF_CHECK(m->type() == CV_8UC1, what, ": the ", name, " mask must be 8-bit single-channel (",
+                "got ", cv::typeToString(m->type()), ")");
+    BIREF_CHECK(m->size() == first.size(), what, ": the ", name, " mask is ", m->cols, "x", m->rows,
+                " but the ", masks.begin()->first, " mask is ", first.cols, "x", first.rows);
+  }
 }
 
 // 0/1 masks as CV_8U.
@@ -83,6 +99,7 @@ double correction_points(const cv::Mat& mask, const cv::Mat& cond_in) {
 
 double human_correction_effort(const cv::Mat& pred_bin, const cv::Mat& gt_bin,
                                const cv::Mat& gt_skeleton) {
+  check_masks("HCE", {{"GT", &gt_bin}, {"prediction", &pred_bin}, {"GT skeleton", &gt_skeleton}});
   constexpr int kRelax = 5;
   const cv::Mat gt = as01(gt_bin), pr = as01(pred_bin), ske = as01(gt_skeleton);
   const cv::Mat not_gt = 1 - gt, not_pr = 1 - pr;
@@ -116,6 +133,7 @@ double human_correction_effort(const cv::Mat& pred_bin, const cv::Mat& gt_bin,
 }
 
 double mean_boundary_accuracy(const cv::Mat& pred_bin, const cv::Mat& gt_bin) {
+  check_masks("MBA", {{"GT", &gt_bin}, {"prediction", &pred_bin}});
   const cv::Mat gt = as01(gt_bin), pr = as01(pred_bin);
   cv::Mat same;
   cv::compare(gt, pr, same, cv::CMP_EQ);

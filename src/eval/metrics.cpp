@@ -397,6 +397,11 @@ const std::vector<double>& background_weight_table() {
 
 double weighted_f_measure(const uint8_t* pred, const double* p_of_value, const uint8_t* g,
                           int height, int width) {
+  BIREF_CHECK(height > 0 && width > 0, "wF of an empty image (", width, "x", height, ")");
+  BIREF_CHECK(pred && p_of_value && g, "wF without prediction, value table or GT");
+  for (int v = 0; v < 256; ++v)
+    BIREF_CHECK(std::isfinite(p_of_value[v]), "wF: the prediction value of ", v, " is ",
+                p_of_value[v], " (not a finite number)");
   const int64_t n = int64_t(height) * width;
   int64_t n_fg = 0;
   for (int64_t i = 0; i < n; ++i) n_fg += g[i] ? 1 : 0;
@@ -477,9 +482,16 @@ double weighted_f_measure(const uint8_t* pred, const double* p_of_value, const u
 }
 
 ImageScores score_image(const cv::Mat& pred_in, const cv::Mat& gt, unsigned groups) {
-  BIREF_CHECK(!gt.empty() && !pred_in.empty(), "empty image");
-  BIREF_CHECK(gt.type() == CV_8UC1 && pred_in.type() == CV_8UC1,
-              "prediction and GT must be 8-bit single-channel");
+  BIREF_CHECK(!gt.empty(), "empty GT image");
+  BIREF_CHECK(!pred_in.empty(), "empty prediction image");
+  // A float prediction (which could hold NaN) is refused rather than guessed at: read or convert
+  // it to 8 bits as the reference does.
+  BIREF_CHECK(gt.type() == CV_8UC1, "the GT must be 8-bit single-channel (got ",
+              cv::typeToString(gt.type()), ")");
+  BIREF_CHECK(pred_in.type() == CV_8UC1, "the prediction must be 8-bit single-channel (got ",
+              cv::typeToString(pred_in.type()), ")");
+  BIREF_CHECK(gt.dims == 2 && pred_in.dims == 2, "prediction and GT must be 2-D images");
+  BIREF_CHECK((groups & ~unsigned(kAllGroups)) == 0, "unknown metric groups 0x", std::hex, groups);
   // Squared distances are kept in 32 bits.
   BIREF_CHECK(gt.rows < 32768 && gt.cols < 32768, "GT of ", gt.cols, "x", gt.rows,
               " is too large (at most 32767 pixels a side)");
@@ -559,6 +571,9 @@ ImageScores score_image(const cv::Mat& pred_in, const cv::Mat& gt, unsigned grou
 SetAccumulator::SetAccumulator(unsigned groups) : groups_(groups) {}
 
 void SetAccumulator::add(const ImageScores& s) {
+  // Scores without some of the set's groups would add NaN (or zero curves) into its sums.
+  BIREF_CHECK((s.groups & groups_) == groups_, "cannot add image scores of metric groups 0x",
+              std::hex, s.groups, " to a set of groups 0x", groups_);
   ++count_;
   for (int k = 0; k < kNumKeys; ++k) sums_[size_t(k)] += s.values[size_t(k)];
   for (int i = 0; i < kNumThresholds; ++i) {

@@ -1,13 +1,14 @@
 #include "eval/plot.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
 #include "core/check.h"
+#include "eval/output.h"
 
 namespace biref::eval {
 
@@ -98,7 +99,23 @@ void panel(Figure& fig, double x0, double y0, double x1, double y1, double xmax,
   fig.text({x0 - 46, (y0 + y1) / 2}, ylabel, 15, 1, kBlack, true);
 }
 
+// A NaN or infinite value would become an undefined pixel coordinate: refuse it.
+void check_finite(const PlotRow& row) {
+  for (const PlotSeries& s : row.series)
+    for (const Curve* c : {&s.precision, &s.recall, &s.f})
+      for (int k = 0; k < kNumThresholds; ++k)
+        BIREF_CHECK(std::isfinite((*c)[size_t(k)]), "cannot plot the curves of '", s.label, "'",
+                    row.title.empty() ? "" : " on '", row.title, row.title.empty() ? "" : "'",
+                    ": a value is not finite (", (*c)[size_t(k)], " at threshold ", 255 - k, ")");
+}
+
+// A pixel coordinate, kept well inside int (the figure's own points are always inside it).
+int to_px(double v) {
+  return int(std::lround(std::clamp(v, -1e6, 1e6)));
+}
+
 Figure build(const std::vector<PlotRow>& rows) {
+  for (const PlotRow& row : rows) check_finite(row);
   constexpr double kPanelW = 480, kPanelH = 380, kLeft = 70, kGap = 90, kTop = 60;
   constexpr double kLegendLine = 24, kBottom = 88;
   Figure fig;
@@ -148,29 +165,28 @@ Figure build(const std::vector<PlotRow>& rows) {
   return fig;
 }
 
-void render_png(const Figure& fig, const std::string& path) {
+std::vector<uint8_t> render_png(const Figure& fig) {
   cv::Mat img(fig.height, fig.width, CV_8UC3, cv::Scalar(255, 255, 255));
   auto bgr = [](Color c) { return cv::Scalar(c.b, c.g, c.r); };
   for (const Shape& s : fig.shapes) {
     switch (s.kind) {
       case Shape::kLine: {
         std::vector<cv::Point> pts;
-        for (const auto& p : s.points)
-          pts.push_back(cv::Point(int(std::lround(p.x)), int(std::lround(p.y))));
+        for (const auto& p : s.points) pts.push_back(cv::Point(to_px(p.x), to_px(p.y)));
         cv::polylines(img, pts, false, bgr(s.color), int(s.width), cv::LINE_AA);
         break;
       }
       case Shape::kRect:
-        cv::rectangle(img, cv::Point(int(s.points[0].x), int(s.points[0].y)),
-                      cv::Point(int(s.points[1].x), int(s.points[1].y)), bgr(s.color),
+        cv::rectangle(img, cv::Point(to_px(s.points[0].x), to_px(s.points[0].y)),
+                      cv::Point(to_px(s.points[1].x), to_px(s.points[1].y)), bgr(s.color),
                       s.filled ? cv::FILLED : int(s.width), cv::LINE_8);
         break;
       case Shape::kText: {
         const double w = text_width(s.text, s.font);
         const double shift = s.anchor == 1 ? w / 2 : s.anchor == 2 ? w : 0;
         if (!s.vertical) {
-          cv::putText(img, s.text, cv::Point(int(s.points[0].x - shift), int(s.points[0].y)), kFont,
-                      font_scale(s.font), bgr(s.color), 1, cv::LINE_AA);
+          cv::putText(img, s.text, cv::Point(to_px(s.points[0].x - shift), to_px(s.points[0].y)),
+                      kFont, font_scale(s.font), bgr(s.color), 1, cv::LINE_AA);
           break;
         }
         // Draw horizontally on a white strip, rotate it, and darken the figure with it.
@@ -180,8 +196,8 @@ void render_png(const Figure& fig, const std::string& path) {
                     bgr(s.color), 1, cv::LINE_AA);
         cv::rotate(strip, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
         // Anchor: the text's baseline centre line runs vertically at x; it is centred on y.
-        cv::Rect r(int(s.points[0].x - s.font * 1.1), int(s.points[0].y - shift - 2), rotated.cols,
-                   rotated.rows);
+        cv::Rect r(to_px(s.points[0].x - s.font * 1.1), to_px(s.points[0].y - shift - 2),
+                   rotated.cols, rotated.rows);
         r &= cv::Rect(0, 0, img.cols, img.rows);
         if (r.area() > 0) {
           cv::Mat dst = img(r);
@@ -191,13 +207,15 @@ void render_png(const Figure& fig, const std::string& path) {
       }
     }
   }
+  std::vector<uint8_t> png;
   bool ok = false;
   try {
-    ok = cv::imwrite(path, img);
+    ok = cv::imencode(".png", img, png);
   } catch (const cv::Exception& e) {
-    fail("cannot write plot ", path, ": ", e.what());
+    fail("cannot encode the curve plot as PNG: ", e.what());
   }
-  BIREF_CHECK(ok, "cannot write plot ", path);
+  BIREF_CHECK(ok && !png.empty(), "cannot encode the curve plot as PNG");
+  return png;
 }
 
 std::string xml_escape(const std::string& s) {
@@ -223,7 +241,7 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-void render_svg(const Figure& fig, const std::string& path) {
+std::string render_svg(const Figure& fig) {
   std::ostringstream os;
   os.precision(6);
   auto rgb = [](Color c) { return str_cat("rgb(", c.r, ",", c.g, ",", c.b, ")"); };
@@ -261,18 +279,28 @@ void render_svg(const Figure& fig, const std::string& path) {
     }
   }
   os << "</svg>\n";
-  std::ofstream f(path, std::ios::binary);
-  f << os.str();
-  BIREF_CHECK(f.good(), "cannot write plot ", path);
+  return os.str();
 }
 
 }  // namespace
 
+CurvePlots render_curve_plots(const std::vector<PlotRow>& rows) {
+  const Figure fig = build(rows);
+  return {render_png(fig), render_svg(fig)};
+}
+
 void write_curve_plots(const std::vector<PlotRow>& rows, const std::string& png_path,
                        const std::string& svg_path) {
-  const Figure fig = build(rows);
-  if (!png_path.empty()) render_png(fig, png_path);
-  if (!svg_path.empty()) render_svg(fig, svg_path);
+  OutputFiles out;  // both files or neither
+  if (!png_path.empty()) out.add(png_path);
+  if (!svg_path.empty()) out.add(svg_path);
+  if (out.paths().empty()) return;
+  const CurvePlots plots = render_curve_plots(rows);
+  if (!png_path.empty())
+    out.write(png_path,
+              std::string_view(reinterpret_cast<const char*>(plots.png.data()), plots.png.size()));
+  if (!svg_path.empty()) out.write(svg_path, plots.svg);
+  out.commit();
 }
 
 }  // namespace biref::eval

@@ -1,6 +1,7 @@
 // Curve plots of `biref eval --plot`: for each dataset, the mean precision-recall curve and the
 // mean F-measure-vs-threshold curve of every method, written as PNG (drawn with OpenCV) and SVG.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,17 @@ struct PlotRow {
   std::vector<PlotSeries> series;
 };
 
-// One row of two panels per dataset. Throws biref::Error when a file cannot be written.
+// The figure, one row of two panels per dataset, encoded in memory. Throws biref::Error when a
+// curve holds a value that is not finite (naming the dataset and the method) or when the PNG
+// cannot be encoded.
+struct CurvePlots {
+  std::vector<uint8_t> png;
+  std::string svg;
+};
+CurvePlots render_curve_plots(const std::vector<PlotRow>& rows);
+
+// Renders and writes both files, or neither (see eval/output.h); an empty path skips that file.
+// Throws biref::Error naming the file that cannot be written.
 void write_curve_plots(const std::vector<PlotRow>& rows, const std::string& png_path,
                        const std::string& svg_path);
 

@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "core/check.h"
+
 namespace biref::eval {
 
 namespace {
@@ -29,6 +31,8 @@ int skeleton_removal_class(int code) {
 }
 
 void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
+  BIREF_CHECK(height >= 0 && width >= 0, "skeleton of a ", width, "x", height, " image");
+  BIREF_CHECK((in && out) || int64_t(height) * width == 0, "skeleton without image or output");
   // A zero border of one pixel, as the reference pads, so every pixel has 8 neighbours.
   const int64_t W = width + 2, H = height + 2;
   std::vector<uint8_t> img(static_cast<size_t>(W * H), 0);

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -23,6 +22,7 @@
 #include "core/check.h"
 #include "eval/dataset.h"
 #include "eval/metrics.h"
+#include "eval/output.h"
 #include "eval/plot.h"
 
 namespace biref::cli {
@@ -247,6 +247,21 @@ int run_eval(const EvalOptions& o) {
       BIREF_CHECK(methods[i].name != methods[j].name, "two --pred folders are named '",
                   methods[i].name, "': name them with --pred NAME=DIR");
 
+  // The output files are checked now (their folders exist, they are not folders), so that a bad
+  // path fails before the scoring, and written together at the end: complete or absent.
+  OutputFiles outputs;
+  if (!o.output.empty()) outputs.add(o.output);
+  std::string png, svg;
+  if (!o.plot.empty()) {
+    fs::path base(o.plot);
+    const std::string ext = base.extension().string();
+    if (ext == ".png" || ext == ".svg") base.replace_extension();
+    png = base.string() + ".png";
+    svg = base.string() + ".svg";
+    outputs.add(png);
+    outputs.add(svg);
+  }
+
   std::vector<Job> jobs;
   for (const Named& d : datasets)
     for (const Named& m : methods) {
@@ -291,26 +306,13 @@ int run_eval(const EvalOptions& o) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   BIREF_CHECK(scored > 0, "no image pair could be scored (see the warnings above)");
 
-  std::ofstream file;
-  if (!o.output.empty()) {
-    file.open(o.output, std::ios::binary);
-    BIREF_CHECK(file.good(), "cannot write ", o.output);
-  }
   std::ostringstream text;
   if (o.format == "table") print_table(text, jobs, keys, o.per_image);
   if (o.format == "json") print_json(text, jobs, keys, o.per_image);
   if (o.format == "csv") print_csv(text, jobs, keys, o.per_image);
-  if (file.is_open()) {
-    file << text.str();
-    BIREF_CHECK(file.good(), "cannot write ", o.output);
-  } else {
-    std::cout << text.str() << std::flush;
-  }
+  if (!o.output.empty()) outputs.write(o.output, text.str());
 
   if (!o.plot.empty()) {
-    fs::path base(o.plot);
-    const std::string ext = base.extension().string();
-    if (ext == ".png" || ext == ".svg") base.replace_extension();
     std::vector<PlotRow> rows;
     for (const Named& d : datasets) {
       PlotRow row;
@@ -322,10 +324,19 @@ int run_eval(const EvalOptions& o) {
               {j.method, j.result.set.precision, j.result.set.recall, j.result.set.f});
       rows.push_back(std::move(row));
     }
-    const std::string png = base.string() + ".png", svg = base.string() + ".svg";
-    write_curve_plots(rows, png, svg);
-    std::fprintf(stderr, "biref eval: wrote %s and %s\n", png.c_str(), svg.c_str());
+    const CurvePlots plots = render_curve_plots(rows);
+    outputs.write(
+        png, std::string_view(reinterpret_cast<const char*>(plots.png.data()), plots.png.size()));
+    outputs.write(svg, plots.svg);
   }
+  // Everything was produced: only now do the files appear, and the report on standard output.
+  outputs.commit();
+  if (o.output.empty()) {
+    std::cout << text.str() << std::flush;
+    BIREF_CHECK(std::cout.good(), "cannot write the report to standard output");
+  }
+  if (!o.plot.empty())
+    std::fprintf(stderr, "biref eval: wrote %s and %s\n", png.c_str(), svg.c_str());
   if (!o.quiet)
     std::fprintf(stderr, "biref eval: %zu image pairs scored in %.2f s (%.1f images/s)\n", scored,
                  secs, secs > 0 ? double(scored) / secs : 0.0);
