@@ -34,7 +34,9 @@ enum class Device {
 
 struct LoadOptions {
   Device device = Device::Cpu;
-  int threads = 0;  // 0: all cores (OpenMP default)
+  // Threads for the CPU backend; 0 keeps OpenMP's default (all cores, or OMP_NUM_THREADS).
+  // OpenMP's thread count is process-wide: setting it affects every model in the process.
+  int threads = 0;
 };
 
 struct ModelInfo {

@@ -193,6 +193,7 @@ BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg) {
       f.bias[0] = float(f.bias[0] + w1 * co.bias[c]);
     }
     d.ipt_blk1_conv_out = std::move(f);
+    std::vector<float>().swap(d.ipt_blk[1].conv_out.weight);  // folded above; never run
   }
   for (int blk = 4; blk >= 2; --blk) {
     d.lateral_block[blk] = r.conv(str_cat("decoder.lateral_block", blk, ".conv"), 1, 0, Act::None);

@@ -29,9 +29,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool is_buffer(const std::string& name) {
-  return ends_with(name, ".num_batches_tracked") || ends_with(name, ".relative_position_index");
-}
 
 struct SpecWriter {
   std::vector<ParamSpec>& out;
@@ -251,10 +248,14 @@ void validate_checkpoint(const Checkpoint& ck, const ModelConfig& cfg) {
                 ", expected a floating-point type");
   }
   for (const auto& [name, t] : ck.tensors) {
-    if (expected.count(name) || is_buffer(name)) continue;
+    if (expected.count(name) || is_state_dict_buffer(name)) continue;
     fail("'", ck.path, "': unexpected tensor '", name, "' ", shape_str(t.shape),
          " (not part of BiRefNet ", cfg.swin.name, ")");
   }
+}
+
+bool is_state_dict_buffer(const std::string& name) {
+  return ends_with(name, ".num_batches_tracked") || ends_with(name, ".relative_position_index");
 }
 
 std::string describe(const ModelConfig& cfg) {

@@ -55,6 +55,10 @@ struct ParamSpec {
 // buffers `relative_position_index` and `num_batches_tracked`.
 std::vector<ParamSpec> param_specs(const ModelConfig& cfg);
 
+// Buffers a state_dict carries beside the parameters (`num_batches_tracked`,
+// `relative_position_index`): allowed in a checkpoint, never loaded (the index is recomputed).
+bool is_state_dict_buffer(const std::string& name);
+
 // Checks `ck` against param_specs(cfg): the first missing or wrongly shaped tensor, or the first
 // unexpected one, is an error naming it (and both shapes). Buffers are allowed and ignored.
 void validate_checkpoint(const Checkpoint& ck, const ModelConfig& cfg);

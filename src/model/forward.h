@@ -1,4 +1,4 @@
-// BiRefNet's forward pass on a Backend, following ../shared/design/MODEL.md stage by stage.
+// BiRefNet's forward pass on a Backend, following docs/spec/model.md stage by stage.
 #pragma once
 #include <functional>
 #include <string>

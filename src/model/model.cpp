@@ -71,6 +71,7 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
+  BIREF_CHECK(options.threads >= 0, "threads must be 0 (all cores) or positive, got ", options.threads);
   if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
   {

@@ -97,6 +97,9 @@ class Backend {
 std::unique_ptr<Backend> make_ref_backend();
 std::unique_ptr<Backend> make_cpu_backend();
 
+// The CPU backend's resize kernel, for callers outside a model (the pipeline's postprocessing).
+void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y);
+
 // Wall time per op kind ("linear", "conv3x3", "deform_conv7x7", ...) of the calls made through
 // a profiled backend; `inner` does the work.
 struct OpStat {

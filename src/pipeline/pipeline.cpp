@@ -110,8 +110,7 @@ std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h)
   Tensor p = Tensor::empty({1, h, w, 1});
   for (int64_t i = 0; i < h * w; ++i) p.data[i] = 1.f / (1.f + std::exp(-logits.data[i]));
   Tensor full = Tensor::empty({1, out_h, out_w, 1});
-  static thread_local std::unique_ptr<Backend> cpu = make_cpu_backend();
-  cpu->resize_bilinear_ac(p, full);
+  cpu_resize_bilinear_ac(p, full);
   return std::vector<float>(full.data, full.data + full.numel());
 }
 

@@ -1,5 +1,5 @@
 // Synthetic BiRefNet weights: every tensor defined by a formula of its name, shape and a seed
-// (../shared/golden/SYNTHETIC_WEIGHTS.md), so tests and benchmarks need no downloaded checkpoint.
+// (tests/golden/SYNTHETIC_WEIGHTS.md), so tests and benchmarks need no downloaded checkpoint.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -29,10 +29,6 @@ struct ConvertOptions {
   std::string dtype;  // empty: keep each tensor's floating-point type (F64 becomes F32)
 };
 
-bool is_buffer(const std::string& name) {
-  return name.ends_with(".num_batches_tracked") || name.ends_with(".relative_position_index");
-}
-
 // `t` in `to`, converting through float32. Counts values that were finite before and are
 // infinite after (F16 overflows above 65504), so the user hears about them.
 TensorData convert_tensor(const TensorData& t, DType to, int64_t& overflowed) {
@@ -119,7 +115,7 @@ int run_convert(const ConvertOptions& o) {
     params += t.numel();
   }
   size_t dropped = 0;
-  for (const auto& [name, t] : ck.tensors) dropped += is_buffer(name);
+  for (const auto& [name, t] : ck.tensors) dropped += is_state_dict_buffer(name);
 
   std::map<std::string, std::string> meta;
   for (const auto& [k, v] : ck.metadata) {

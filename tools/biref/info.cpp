@@ -30,10 +30,6 @@ std::string human_bytes(uintmax_t n) {
   return buf;
 }
 
-bool is_buffer(const std::string& name) {
-  return name.ends_with(".num_batches_tracked") || name.ends_with(".relative_position_index");
-}
-
 void print_names(const char* what, const std::vector<std::string>& names, bool all) {
   if (names.empty()) return;
   std::printf("%-14s%zu\n", what, names.size());
@@ -122,7 +118,7 @@ int run_info(const InfoOptions& o) {
     }
   }
   for (const auto& [name, t] : ck.tensors) {
-    if (!known.count(name) && is_buffer(name)) {
+    if (!known.count(name) && is_state_dict_buffer(name)) {
       buffer_names.push_back(name);
     }
   }

@@ -22,6 +22,66 @@ inline int region(int p, int n, int window, int shift) {
   return p < n - window ? 0 : (p < n - shift ? 1 : 2);
 }
 
+}  // namespace
+
+void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  const int64_t Ho = y.dim(1), Wo = y.dim(2);
+  const double sy = Ho > 1 ? double(H - 1) / double(Ho - 1) : 0.0;
+  const double sx = Wo > 1 ? double(W - 1) / double(Wo - 1) : 0.0;
+  // Column taps once per call.
+  std::vector<int64_t> x0(Wo), x1(Wo);
+  std::vector<float> lx(Wo);
+  for (int64_t j = 0; j < Wo; ++j) {
+    const double f = double(j) * sx;
+    x0[j] = std::min<int64_t>(int64_t(f), W - 1);
+    x1[j] = std::min<int64_t>(x0[j] + 1, W - 1);
+    lx[j] = float(f - double(x0[j]));
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < B * Ho; ++r) {
+    const int64_t b = r / Ho, i = r % Ho;
+    const double f = double(i) * sy;
+    const int64_t y0 = std::min<int64_t>(int64_t(f), H - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
+    const float ly = float(f - double(y0));
+    const float* r0 = x.data + (b * H + y0) * W * C;
+    const float* r1 = x.data + (b * H + y1) * W * C;
+    for (int64_t j = 0; j < Wo; ++j) {
+      const float* a = r0 + x0[j] * C;
+      const float* bb = r0 + x1[j] * C;
+      const float* c = r1 + x0[j] * C;
+      const float* d = r1 + x1[j] * C;
+      const float wx = lx[j];
+      float* o = y.data + ((b * Ho + i) * Wo + j) * C;
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) {
+        const float top = a[k] + (bb[k] - a[k]) * wx;
+        const float bot = c[k] + (d[k] - c[k]) * wx;
+        o[k] = top + (bot - top) * ly;
+      }
+    }
+  }
+}
+
+namespace {
+
+// Per-thread work buffers of the kernels, grown outside parallel regions only (an exception
+// inside one would terminate the process) and reused, so steady-state runs allocate nothing.
+struct Scratch {
+  std::vector<std::vector<float>> f;
+  std::vector<std::vector<int>> i;
+  void reserve(int threads, size_t floats, size_t ints) {
+    if (f.size() < size_t(threads)) {
+      f.resize(size_t(threads));
+      i.resize(size_t(threads));
+    }
+    for (int t = 0; t < threads; ++t) {
+      if (f[t].size() < floats) f[t].assign(floats, 0.f);
+      if (i[t].size() < ints) i[t].assign(ints, 0);
+    }
+  }
+};
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu (oneDNN + OpenMP)"; }
@@ -123,16 +183,18 @@ class CpuBackend final : public Backend {
     const int64_t bands = (H + kBand - 1) / kBand;
     const float* wa = input_conv_weights(a).data();
     const float* wb = tap_major(b).data();
-#pragma omp parallel
+    const int threads = omp_get_max_threads();
+    scratch_.reserve(threads, size_t((kBand + 2 * pb) * W * Cm), 0);
+#pragma omp parallel num_threads(threads)
     {
-      std::vector<float> mid(size_t((kBand + 2 * pb) * W * Cm));
+      float* mid = scratch_.f[size_t(omp_get_thread_num())].data();  // sized above
 #pragma omp for schedule(static)
       for (int64_t job = 0; job < B * bands; ++job) {
         const int64_t bi = job / bands, r0 = (job % bands) * kBand, r1 = std::min(H, r0 + kBand);
         // a's output for rows [r0 − pb, r1 + pb) ∩ [0, H)
         const int64_t m0 = std::max<int64_t>(0, r0 - pb), m1 = std::min(H, r1 + pb);
         for (int64_t my = m0; my < m1; ++my) {
-          float* mrow = mid.data() + (my - (r0 - pb)) * W * Cm;
+          float* mrow = mid + (my - (r0 - pb)) * W * Cm;
           for (int64_t mx = 0; mx < W; ++mx) {
             float* o = mrow + mx * Cm;
             for (int64_t c = 0; c < Cm; ++c) o[c] = a.bias[size_t(c)];
@@ -160,7 +222,7 @@ class CpuBackend final : public Backend {
           const float* rows[16];
           for (int ky = 0; ky < b.k; ++ky) {
             const int64_t my = oy - pb + ky;
-            rows[ky] = (my < 0 || my >= H) ? nullptr : mid.data() + (my - (r0 - pb)) * W * Cm;
+            rows[ky] = (my < 0 || my >= H) ? nullptr : mid + (my - (r0 - pb)) * W * Cm;
           }
           single_output_row(b, wb, rows, W, Cm, y.data + (bi * H + oy) * W);
         }
@@ -237,10 +299,14 @@ class CpuBackend final : public Backend {
                         int hd, const float* rel_bias, float* out) override {
     // Every Swin v1 variant has 32 channels per head: a compile-time width keeps a query's
     // output row in registers.
+    const int N = g.tokens(), NP = (N + 63) / 64 * 64, NR = (N + 3) / 4 * 4;
+    const int threads = omp_get_max_threads();
+    scratch_.reserve(threads, size_t(NR) * hd + size_t(hd) * NP + size_t(N) * hd + size_t(NR) * NP,
+                     size_t(NP));
     if (hd == 32) {
-      attention_kernel<32>(qkv, batch, g, heads, hd, rel_bias, out);
+      attention_kernel<32>(qkv, batch, g, heads, hd, rel_bias, out, scratch_, threads);
     } else {
-      attention_kernel<0>(qkv, batch, g, heads, hd, rel_bias, out);
+      attention_kernel<0>(qkv, batch, g, heads, hd, rel_bias, out, scratch_, threads);
     }
   }
 
@@ -250,18 +316,22 @@ class CpuBackend final : public Backend {
   // as 4 queries × head_dim register tiles.
   template <int HD>
   static void attention_kernel(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
-                               int hd_rt, const float* rel_bias, float* out) {
+                               int hd_rt, const float* rel_bias, float* out, Scratch& scratch,
+                               int threads) {
     const int hd = HD > 0 ? HD : hd_rt;
     const int N = g.tokens(), w = g.window, C = heads * hd;
     const int NP = (N + 63) / 64 * 64;
     const int NR = (N + 3) / 4 * 4;  // query rows rounded up to the 4-row tile
     const float scale = 1.f / std::sqrt(float(hd));
     const int64_t jobs = batch * g.windows() * heads;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
-      std::vector<float> q(size_t(NR) * hd, 0.f), kt(size_t(hd) * NP, 0.f), v(size_t(N) * hd);
-      std::vector<float> s(size_t(NR) * NP);
-      std::vector<int> label(static_cast<size_t>(NP), -1);
+      // this thread's buffers, sized before the parallel region (no allocation in here)
+      float* q = scratch.f[size_t(omp_get_thread_num())].data();
+      float* kt = q + size_t(NR) * hd;
+      float* v = kt + size_t(hd) * NP;
+      float* s = v + size_t(N) * hd;
+      int* label = scratch.i[size_t(omp_get_thread_num())].data();
 #pragma omp for schedule(static)
       for (int64_t job = 0; job < jobs; ++job) {
         const int64_t bw = job / heads;
@@ -279,7 +349,7 @@ class CpuBackend final : public Backend {
         // kᵀ: contiguous writes (the strided reads stay within the window's rows in cache)
         for (int d = 0; d < hd; ++d) {
           const float* col = base + C + d;
-          float* kd = kt.data() + size_t(d) * NP;
+          float* kd = kt + size_t(d) * NP;
           for (int n = 0; n < N; ++n) kd[n] = col[int64_t(n) * 3 * C];
         }
         const bool masked = g.shift > 0;
@@ -289,17 +359,17 @@ class CpuBackend final : public Backend {
             label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 + region(wx * w + t % w, g.wp, w, g.shift);
         }
         for (int n0 = 0; n0 < NR; n0 += 4)
-          for (int m0 = 0; m0 < NP; m0 += 64) score_tile(q.data() + size_t(n0) * hd, hd, kt.data() + m0, NP,
-                                                         s.data() + size_t(n0) * NP + m0);
+          for (int m0 = 0; m0 < NP; m0 += 64) score_tile(q + size_t(n0) * hd, hd, kt + m0, NP,
+                                                         s + size_t(n0) * NP + m0);
         const float* bias = rel_bias + size_t(h) * N * N;
         for (int n = 0; n < N; ++n) {
-          float* sr = s.data() + size_t(n) * NP;
+          float* sr = s + size_t(n) * NP;
           const float* br = bias + size_t(n) * N;
           float mx = -INFINITY;
           // masked keys get exactly zero weight (a row's own token is never masked)
           if (masked) {
             const int ln = label[n];
-            const int* lb = label.data();
+            const int* lb = label;
 #pragma omp simd reduction(max : mx)
             for (int m = 0; m < N; ++m) {
               const float val = lb[m] != ln ? -INFINITY : sr[m] + br[m];
@@ -327,7 +397,7 @@ class CpuBackend final : public Backend {
         }
         for (int n0 = 0; n0 < N; n0 += 4) {
           const int rows = std::min(4, N - n0);
-          pv_tile<HD>(s.data() + size_t(n0) * NP, NP, N, v.data(), hd, rows,
+          pv_tile<HD>(s + size_t(n0) * NP, NP, N, v, hd, rows,
                       out + (bw * N + n0) * C + h * hd, C);
         }
       }
@@ -408,44 +478,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void resize_bilinear_ac(const Tensor& x, Tensor& y) override {
-    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
-    const int64_t Ho = y.dim(1), Wo = y.dim(2);
-    const double sy = Ho > 1 ? double(H - 1) / double(Ho - 1) : 0.0;
-    const double sx = Wo > 1 ? double(W - 1) / double(Wo - 1) : 0.0;
-    // Column taps once per call.
-    std::vector<int64_t> x0(Wo), x1(Wo);
-    std::vector<float> lx(Wo);
-    for (int64_t j = 0; j < Wo; ++j) {
-      const double f = double(j) * sx;
-      x0[j] = std::min<int64_t>(int64_t(f), W - 1);
-      x1[j] = std::min<int64_t>(x0[j] + 1, W - 1);
-      lx[j] = float(f - double(x0[j]));
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < B * Ho; ++r) {
-      const int64_t b = r / Ho, i = r % Ho;
-      const double f = double(i) * sy;
-      const int64_t y0 = std::min<int64_t>(int64_t(f), H - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
-      const float ly = float(f - double(y0));
-      const float* r0 = x.data + (b * H + y0) * W * C;
-      const float* r1 = x.data + (b * H + y1) * W * C;
-      for (int64_t j = 0; j < Wo; ++j) {
-        const float* a = r0 + x0[j] * C;
-        const float* bb = r0 + x1[j] * C;
-        const float* c = r1 + x0[j] * C;
-        const float* d = r1 + x1[j] * C;
-        const float wx = lx[j];
-        float* o = y.data + ((b * Ho + i) * Wo + j) * C;
-#pragma omp simd
-        for (int64_t k = 0; k < C; ++k) {
-          const float top = a[k] + (bb[k] - a[k]) * wx;
-          const float bot = c[k] + (d[k] - c[k]) * wx;
-          o[k] = top + (bot - top) * ly;
-        }
-      }
-    }
-  }
+  void resize_bilinear_ac(const Tensor& x, Tensor& y) override { cpu_resize_bilinear_ac(x, y); }
 
   void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) override {
     const int64_t P = y.numel() / y.dim(3), Cy = y.dim(3);
@@ -694,6 +727,7 @@ class CpuBackend final : public Backend {
   std::map<uint64_t, std::vector<float>> input_conv_;  // conv_pair's first convolution
   std::map<uint64_t, Linear> conv_linears_;
   std::vector<float> cols_, tile_out_, cat_tile_;
+  Scratch scratch_;
 };
 
 }  // namespace

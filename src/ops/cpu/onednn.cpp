@@ -80,7 +80,18 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
   p.prim = dnnl::matmul(pd);
   p.src = src;
   p.dst = dst;
+  trim_primitives();
   return matmuls_.emplace(key, std::move(p)).first->second;
+}
+
+// Primitives are cached per layer and shape. A process that sees many input sizes (a server,
+// the dynamic model) would grow without end: past a bound, start over (the packed weights stay;
+// a primitive costs about a millisecond to recreate).
+void OneDnn::trim_primitives() {
+  constexpr size_t kMaxPrimitives = 4096;
+  if (matmuls_.size() + convs_.size() < kMaxPrimitives) return;
+  matmuls_.clear();
+  convs_.clear();
 }
 
 void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
@@ -120,6 +131,7 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
   p.src = pd.src_desc();
   p.dst = pd.dst_desc();
   BIREF_CHECK(p.src == src && p.dst == dst, "conv2d '", c.name, "': oneDNN chose a blocked layout");
+  trim_primitives();
   return convs_.emplace(key, std::move(p)).first->second;
 }
 

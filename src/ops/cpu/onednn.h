@@ -41,6 +41,7 @@ class OneDnn {
                        const dnnl::memory::desc& user_desc, const float* user);
   Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act, bool accumulate);
   Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
+  void trim_primitives();
 
   dnnl::engine engine_;
   dnnl::stream stream_;
