@@ -1,4 +1,4 @@
-// The metrics of the official BiRefNet evaluator (see metrics.h and ../shared/spec/METRICS.md).
+// The metrics of the official BiRefNet evaluator (see metrics.h and docs/spec/metrics.md).
 //
 // Every per-pixel quantity except wF, HCE, MBA and BIoU depends on a pixel only through its 8-bit
 // prediction value v and its GT bit, so F, E, S, MAE and MSE are computed from histograms of v

@@ -1,7 +1,7 @@
 // DIS / SOD evaluation metrics, equal to the official BiRefNet evaluator (evaluation/metrics.py,
 // which shares its definitions with PySODMetrics). The definitions, the order of every
 // floating-point step that matters and the edge cases are written out in
-// ../shared/spec/METRICS.md; docs/eval.md summarises them for users.
+// docs/spec/metrics.md; docs/eval.md summarises them for users.
 //
 // Use:
 //   cv::Mat pred = cv::imread(p, cv::IMREAD_GRAYSCALE), gt = cv::imread(g, cv::IMREAD_GRAYSCALE);
