@@ -3,8 +3,10 @@
 // full download, redirect, resume after an interrupted transfer, a server that ignores Range,
 // wrong checksum, 404, offline, cache hit, and the `biref models` command.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -293,6 +295,25 @@ TEST_F(ZooDownload, FullDownloadByHfSourceIsVerifiedAndCached) {
   EXPECT_FALSE(fs::exists(path + ".part"));
   ASSERT_EQ(server_.seen().size(), 1u);
   EXPECT_EQ(server_.seen()[0].range, "");
+}
+
+TEST_F(ZooDownload, SecondConcurrentDownloadOfTheSameFileIsRefused) {
+  server_.route(url_path("Org/Repo", "model.safetensors"), Route::file(body_, sha_));
+  const std::string lock = download_lock_path(cached("Org/Repo").string());
+  const int fd = ::open(lock.c_str(), O_CREAT | O_RDWR, 0644);  // another process's download
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  try {
+    resolve_model_source("hf:Org/Repo");
+    ADD_FAILURE() << "no error while another download holds the lock";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another process is downloading"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(server_.seen().empty());
+  ::unlink(lock.c_str());
+  ::close(fd);
+  EXPECT_EQ(read_file(resolve_model_source("hf:Org/Repo")), body_);  // and it works afterwards
+  EXPECT_FALSE(fs::exists(lock));
 }
 
 TEST_F(ZooDownload, ZooNameIsCaseInsensitiveAndUsesItsRepo) {

@@ -1,11 +1,14 @@
 #include "weights/http.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -193,9 +196,49 @@ std::string sha256_from_etag(std::string value) {
   return lower(value);
 }
 
+namespace {
+// One download of a file at a time: two processes appending to one .part would corrupt it. The
+// lock lives in the temporary folder (named by a hash of the destination), so a failed download
+// leaves nothing in the cache, and it is removed when the download ends, whichever way it ends.
+}  // namespace
+
+std::string download_lock_path(const std::string& dest) {
+  Sha256 h;
+  const std::string abs = fs::absolute(dest).lexically_normal().string();
+  h.update(abs.data(), abs.size());
+  return (fs::temp_directory_path() / ("biref-download-" + h.hex_digest().substr(0, 24) + ".lock"))
+      .string();
+}
+
+namespace {
+
+class DownloadLock {
+ public:
+  explicit DownloadLock(const std::string& dest) : path_(download_lock_path(dest)) {
+    fd_ = ::open(path_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    BIREF_CHECK(fd_ >= 0, "cannot create '", path_, "': ", std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      fail("another process is downloading '", dest, "' right now; wait for it to finish");
+    }
+  }
+  ~DownloadLock() {
+    ::unlink(path_.c_str());
+    ::close(fd_);
+  }
+  DownloadLock(const DownloadLock&) = delete;
+  DownloadLock& operator=(const DownloadLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+}  // namespace
+
 DownloadResult download_file(const std::string& url, const std::string& dest,
                              const DownloadOptions& options) {
   curl_init_once();
+  const DownloadLock lock(dest);
   const std::string part = dest + ".part";
   const std::string label = options.label.empty() ? url : options.label;
   const bool tty = isatty(STDERR_FILENO) == 1;

@@ -26,6 +26,10 @@ struct DownloadResult {
 // names the URL and the HTTP status or curl error. A failed transfer leaves DEST.part behind for
 // the next call to resume; an HTTP error response leaves nothing new; a checksum mismatch
 // deletes the download.
+// The lock file a download of `dest` holds (in the temporary folder): a second download of the
+// same file while one runs fails at once instead of corrupting the shared .part.
+std::string download_lock_path(const std::string& dest);
+
 DownloadResult download_file(const std::string& url, const std::string& dest,
                              const DownloadOptions& options = {});
 
