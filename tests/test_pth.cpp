@@ -443,6 +443,124 @@ TEST(PthReject, ShapeOrStrideOutOfBounds) {
       {"differ in length"});
 }
 
+// ---- memory bombs: small files that ask for gigabytes -----------------------------------
+
+// Peak resident memory of this process so far, in MiB (VmHWM), or -1 where unknown.
+long peak_rss_mib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6)) / 1024;
+  }
+  return -1;
+}
+
+TEST(PthReject, ExpandedViewBomb) {
+  // shape [2^28], stride [0] over one float: a 1 GiB copy asked for by a ~500-byte file.
+  const std::string path = write_pth(
+      "expand_bomb.pth", one_tensor_pkl({int64_t(1) << 28}, {0}, 0, 1), {{"0", floats({1})}});
+  EXPECT_LT(fs::file_size(path), 1000u);
+  expect_error([&] { load_pth(path); }, {"expand_bomb.pth", "tensor 'w'", "[268435456]",
+                                         "stride [0]", "1073741824 bytes", "non-contiguous view"});
+}
+
+TEST(PthReject, ManyExpandedViewsShareOneBudget) {
+  // 64 views of 16 MiB each over the same float: each alone fits the 64 MiB allowance, together
+  // they would take 1 GiB. The first four are copied, the fifth is refused.
+  Pickle p;
+  p.op('}').op('(');
+  for (int i = 0; i < 64; ++i) {
+    p.str("e" + std::to_string(i)).tensor("FloatStorage", "0", 1, 0, {int64_t(1) << 22}, {0});
+  }
+  p.op('u').stop();
+  const long before = peak_rss_mib();
+  const std::string path = write_pth("expand_many.pth", p.b, {{"0", floats({2})}});
+  expect_error([&] { load_pth(path); },
+               {"tensor 'e4'", "non-contiguous view", "of which 67108864"});
+  if (before > 0) EXPECT_LT(peak_rss_mib() - before, 200) << "MiB more at peak";
+  // The same views as one with a storage of 16 MiB: the budget grows with what the file holds.
+  Pickle q;
+  q.op('}').op('(');
+  q.str("w").tensor("FloatStorage", "0", int64_t(1) << 22, 0, {int64_t(1) << 22}, {1});
+  for (int i = 0; i < 5; ++i) {
+    q.str("e" + std::to_string(i)).tensor("FloatStorage", "0", 1, 0, {int64_t(1) << 22}, {0});
+  }
+  q.op('u').stop();
+  const Checkpoint ck =
+      load_pth(write_pth("expand_budget.pth", q.b, {{"0", std::string(size_t(4) << 22, '\0')}}));
+  EXPECT_EQ(ck.tensors.size(), 6u);
+  EXPECT_EQ(ck.tensors.at("e4").numel(), int64_t(1) << 22);
+}
+
+TEST(PthReject, ViewExtentOverflowIsCaught) {
+  // offset + (shape - 1) * stride past int64: an error, never a wrapped (small) extent.
+  const std::vector<std::pair<std::string, std::string>> storage{{"0", floats(iota(16))}};
+  expect_error(
+      [&] {
+        load_pth(write_pth(
+            "extent.pth",
+            one_tensor_pkl({2, 3}, {int64_t(1) << 62, int64_t(1) << 61}, int64_t(1) << 61),
+            storage));
+      },
+      {"tensor 'w'", "overflows"});
+  expect_error(
+      [&] { load_pth(write_pth("max_offset.pth", one_tensor_pkl({}, {}, INT64_MAX), storage)); },
+      {"tensor 'w'", "needs 9223372036854775808 elements"});
+}
+
+TEST(PthReject, ObjectBombPickle) {
+  // PROTO, "N0" (push None, pop it) 8M times, then an empty dict: 16 MB that deflate to ~16 KB,
+  // and would build 8M objects (2 GB at 256 bytes each before the limits were scaled down).
+  std::string pkl = "\x80\x02";
+  for (int i = 0; i < 8 << 20; ++i) pkl += "N0";
+  pkl += "}.";
+  const long before = peak_rss_mib();
+  for (const bool deflate : {false, true}) {
+    SCOPED_TRACE(deflate ? "deflated" : "stored");
+    const std::string path = temp_path(deflate ? "n0_deflated.pth" : "n0_stored.pth");
+    write_zip(path, {{"archive/data.pkl", pkl}}, deflate);
+    if (deflate) EXPECT_LT(fs::file_size(path), 200u << 10);
+    expect_error([&] { load_pth(path); }, {"creates more than 1048576 objects", "pickle bomb"});
+  }
+  if (before > 0) EXPECT_LT(peak_rss_mib() - before, 300) << "MiB more at peak";
+}
+
+TEST(PthReject, InflatedPickleIsCapped) {
+  // A deflated data.pkl that would inflate past 64 MiB is refused before it is inflated.
+  const std::string path = temp_path("big_pkl.pth");
+  write_zip(path, {{"archive/data.pkl", std::string(size_t(65) << 20, 'N')}}, true);
+  EXPECT_LT(fs::file_size(path), 1u << 20);
+  expect_error([&] { load_pth(path); }, {"data.pkl is 68157440 bytes", "inflated", "64 MiB"});
+  // Deflated within the cap is fine: a re-zipped checkpoint still loads.
+  const std::string zipped = temp_path("rezipped.pth");
+  Pickle p;
+  p.op('}').op('(').str("w").tensor("FloatStorage", "0", 4, 0, {2, 2}, {1, 2}).op('u').stop();
+  write_zip(zipped, {{"a/data.pkl", p.b}, {"a/data/0", floats({1, 2, 3, 4})}}, true);
+  EXPECT_EQ(load_pth(zipped).tensors.at("w").to_f32(), (std::vector<float>{1, 3, 2, 4}));
+}
+
+TEST(PthReject, ContainerItemBomb) {
+  // OrderedDict([(None, None)] * 1000) called again and again on the same memoised list: each
+  // 7-byte call would unpack 2000 items (20M in all from 70 KB). Items are held to the bytes.
+  Pickle p;
+  p.global("collections", "OrderedDict").op('q').op(1);
+  p.op(']').op('(').op('N').op('N').op('\x86');
+  for (int i = 0; i < 999; ++i) p.op('2');
+  p.op('e').op('q').op(0).op('0').op('0');
+  for (int i = 0; i < 10000; ++i) p.op('h').op(1).op('h').op(0).op('\x85').op('R').op('0');
+  p.op('}').stop();
+  expect_error([&] { load_pth(write_pth("items.pth", p.b, {})); },
+               {"items in containers", "pickle bomb"});
+}
+
+TEST(PthReject, MemoBomb) {
+  Pickle p;  // one None memoised under 2M indices by MEMOIZE, one byte each
+  p.b = "\x80\x04N";
+  p.raw(std::string(2 << 20, '\x94')).op('0').op('}').stop();
+  expect_error([&] { load_pth(write_pth("memo_bomb.pth", p.b, {})); },
+               {"memo exceeds 1048576 entries"});
+}
+
 TEST(PthReject, DeepNestingIsABomb) {
   Pickle lists;  // [[[[...]]]] 100000 deep
   for (int i = 0; i < 100000; ++i) lists.op(']');
@@ -485,6 +603,18 @@ TEST(PthReject, NotAStateDict) {
         load_pth(write_pth("dup.pth", dup.b, {{"0", floats({1})}}));
       },
       {"appears twice"});
+  // The same key set twice in the pickle (torch.save never writes that) is refused too, rather
+  // than one of the two values being picked silently.
+  Pickle same;
+  same.op('}').op('(');
+  same.str("w").tensor("FloatStorage", "0", 2, 0, {1}, {1});
+  same.str("w").tensor("FloatStorage", "0", 2, 1, {1}, {1});
+  same.op('u').stop();
+  expect_error(
+      [&] {
+        load_pth(write_pth("same_key.pth", same.b, {{"0", floats({1, 2})}}));
+      },
+      {"tensor 'w' appears twice"});
 }
 
 TEST(PthReject, MalformedPickles) {

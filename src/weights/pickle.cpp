@@ -1,5 +1,6 @@
 #include "weights/pickle.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -53,6 +54,9 @@ const Object* Object::get(std::string_view key) const {
 
 namespace {
 
+// Objects are the bulk of what a pickle costs; see Limits.
+static_assert(sizeof(Object) <= 96, "keep pickle::Object small");
+
 // The storage classes a state_dict's tensors may live in, by their pickled global name.
 bool storage_dtype(const std::string& global, DType& dt) {
   static const std::pair<const char*, DType> table[] = {
@@ -93,7 +97,12 @@ std::string printable(std::string_view s) {
 class Machine {
  public:
   Machine(std::string_view data, const std::string& what, Result& out, const Limits& lim)
-      : d_(data), what_(what), out_(out), lim_(lim) {}
+      : d_(data),
+        what_(what),
+        out_(out),
+        lim_(lim),
+        max_objects_(std::min(lim.max_objects, data.size())),
+        max_items_(std::min(lim.max_items, data.size())) {}
 
   void run() {
     for (;;) {
@@ -115,6 +124,10 @@ class Machine {
   const std::string& what_;
   Result& out_;
   const Limits& lim_;
+  // The limits scaled to the input: an attacker must supply (at least) a byte per object and
+  // per container item, and can never exceed the fixed caps of `lim_` however many it supplies.
+  const size_t max_objects_, max_items_;
+  size_t items_ = 0;  // items adopted into containers so far
   size_t pos_ = 0;
   std::vector<Object*> stack_;
   std::vector<size_t> marks_;
@@ -167,8 +180,8 @@ class Machine {
 
   // --- objects -----------------------------------------------------------------------------
   Object* make(Kind k) {
-    BIREF_CHECK(out_.arena.size() < lim_.max_objects, what_, ": pickle creates more than ",
-                lim_.max_objects, " objects (a pickle bomb?)");
+    BIREF_CHECK(out_.arena.size() < max_objects_, what_, ": pickle of ", d_.size(),
+                " bytes creates more than ", max_objects_, " objects (a pickle bomb?)");
     Object& o = out_.arena.emplace_back();
     o.kind = k;
     return &o;
@@ -184,8 +197,9 @@ class Machine {
     return o;
   }
   void adopt(Object* parent, Object* child) {
-    BIREF_CHECK(parent->items.size() < lim_.max_container, what_, ": a ", kind_name(parent->kind),
-                " holds more than ", lim_.max_container, " items");
+    BIREF_CHECK(items_ < max_items_, what_, ": pickle of ", d_.size(), " bytes puts more than ",
+                max_items_, " items in containers (a pickle bomb?)");
+    ++items_;
     parent->items.push_back(child);
     if (child->depth + 1 > parent->depth) {
       parent->depth = child->depth + 1;
@@ -280,13 +294,15 @@ class Machine {
       bad(str_cat("malformed tensor: ", fn, " needs a storage, got a ", kind_name(a[0]->kind)));
     }
     Object* t = make(Kind::Tensor);
-    t->tensor.storage = a[0];
-    t->tensor.offset = as_int(a[1], "the storage offset");
-    t->tensor.shape = as_ints(a[2], "the size");
-    t->tensor.stride = as_ints(a[3], "the stride");
-    if (t->tensor.shape.size() != t->tensor.stride.size()) {
-      bad(str_cat("malformed tensor: size ", shape_str(t->tensor.shape), " and stride ",
-                  shape_str(t->tensor.stride), " differ in length"));
+    TensorRef& tr = out_.tensors.emplace_back();
+    t->tensor = &tr;
+    tr.storage = a[0]->storage;
+    tr.offset = as_int(a[1], "the storage offset");
+    tr.shape = as_ints(a[2], "the size");
+    tr.stride = as_ints(a[3], "the stride");
+    if (tr.shape.size() != tr.stride.size()) {
+      bad(str_cat("malformed tensor: size ", shape_str(tr.shape), " and stride ",
+                  shape_str(tr.stride), " differ in length"));
     }
     // requires_grad, backward_hooks (an empty OrderedDict) and metadata carry nothing we use.
     return t;
@@ -350,21 +366,22 @@ class Machine {
     };
     if (a[3]->kind != Kind::Str) bad("malformed persistent id: the location is not a string");
     Object* s = make(Kind::Storage);
-    s->storage.dtype = dt;
-    s->storage.key = key(a[2]);
-    s->storage.numel = as_int(a[4], "the storage size");
-    BIREF_CHECK(s->storage.numel >= 0, what_, ": storage '", s->storage.key, "' has size ",
-                s->storage.numel);
+    StorageRef& sr = out_.storages.emplace_back();
+    s->storage = &sr;
+    sr.dtype = dt;
+    sr.key = key(a[2]);
+    sr.numel = as_int(a[4], "the storage size");
+    BIREF_CHECK(sr.numel >= 0, what_, ": storage '", sr.key, "' has size ", sr.numel);
     if (a.size() == 6 && a[5]->kind != Kind::None) {
       // Legacy view: (view_key, offset, view_size) into the storage `key`.
       const Object* v = a[5];
       if (v->kind != Kind::Tuple || v->items.size() != 3) bad("malformed storage view");
-      s->storage.is_view = true;
-      s->storage.view_key = key(v->items[0]);
-      s->storage.view_offset = as_int(v->items[1], "the view offset");
-      s->storage.view_numel = as_int(v->items[2], "the view size");
-      BIREF_CHECK(s->storage.view_offset >= 0 && s->storage.view_numel >= 0, what_,
-                  ": storage view '", s->storage.view_key, "' has a negative offset or size");
+      sr.is_view = true;
+      sr.view_key = key(v->items[0]);
+      sr.view_offset = as_int(v->items[1], "the view offset");
+      sr.view_numel = as_int(v->items[2], "the view size");
+      BIREF_CHECK(sr.view_offset >= 0 && sr.view_numel >= 0, what_, ": storage view '", sr.view_key,
+                  "' has a negative offset or size");
     }
     return s;
   }

@@ -31,13 +31,15 @@ struct StorageRef {
 // The arguments of torch._utils._rebuild_tensor_v2 and friends, checked only for their types
 // here; bounds are checked against the storage when the tensor is materialised.
 struct TensorRef {
-  const Object* storage = nullptr;  // kind Storage
+  const StorageRef* storage = nullptr;
   int64_t offset = 0;
   std::vector<int64_t> shape, stride;
 };
 
+// One pickled value. Kept small (the arena may hold up to Limits::max_objects of them): the
+// rarer storage and tensor payloads live in their own arenas of the Result.
 struct Object {
-  enum class Kind {
+  enum class Kind : uint8_t {
     None,
     Bool,
     Int,
@@ -53,36 +55,51 @@ struct Object {
     Tensor
   };
   Kind kind = Kind::None;
-  int64_t i = 0;  // Bool, Int
-  double f = 0;   // Float
-  std::string s;  // Str, Bytes, BigInt (two's complement little-endian), Global "mod.name"
-  // Tuple, List: the items. Dict: keys and values interleaved (k0, v0, k1, v1, ...), in
-  // insertion order; a repeated key replaces the earlier value.
+  int32_t depth = 0;  // containers nested inside this one (1 for a flat tuple)
+  int64_t i = 0;      // Bool, Int
+  double f = 0;       // Float
+  std::string s;      // Str, Bytes, BigInt (two's complement little-endian), Global "mod.name"
+  // Tuple, List: the items. Dict: keys and values interleaved (k0, v0, k1, v1, ...), in the
+  // order the pickle set them. A key set twice is kept twice (Python would keep only the last
+  // value): get() returns the last one, and the state_dict reader reports a tensor name that
+  // appears twice as an error rather than silently picking one.
   std::vector<Object*> items;
-  StorageRef storage;  // Storage
-  TensorRef tensor;    // Tensor
-  int depth = 0;       // containers nested inside this one (1 for a flat tuple)
+  const StorageRef* storage = nullptr;  // Storage
+  const TensorRef* tensor = nullptr;    // Tensor
 
   bool is(Kind k) const { return kind == k; }
-  // The value stored under string key `key` of a Dict, or nullptr.
+  // The value stored under string key `key` of a Dict (the last one if set twice), or nullptr.
   const Object* get(std::string_view key) const;
 };
 
 const char* kind_name(Object::Kind k);
 
+// What one pickle may build, so that a small (or highly compressible) file cannot make the
+// reader allocate gigabytes. Every opcode creates at most one object and pushes at most one
+// value, so objects and stack values never exceed the pickle's length; container items are
+// also held to the pickle's length (each one is a value pushed by an opcode of its own, or one
+// of two per pair tuple that an old-style OrderedDict([(k, v), ...]) call unpacks), which
+// stops a call from unpacking the same list of pairs again and again. On top of that, fixed
+// caps: torch.save's pickle of a state_dict builds about 17 objects and 17 items from about
+// 92 bytes per tensor (measured on tests/golden/checkpoints), plus a few per module for its
+// `_metadata`: some 20k objects for BiRefNet's 687 tensors, 50 times below 2^20. At the caps
+// the reader holds about 100 MB of objects (sizeof(Object) <= 96), 32 MB of item pointers and
+// some 50 MB of memo, however the input was built.
 struct Limits {
-  int max_depth = 64;              // containers nested in containers
-  size_t max_stack = 1 << 20;      // values on the stack
-  size_t max_marks = 4096;         // open MARKs
-  size_t max_memo = 1 << 22;       // memo entries
-  size_t max_objects = 1 << 24;    // objects created in total
-  size_t max_container = 1 << 26;  // items in one list/tuple/dict
+  int max_depth = 64;            // containers nested in containers
+  size_t max_stack = 1 << 20;    // values on the stack
+  size_t max_marks = 4096;       // open MARKs
+  size_t max_memo = 1 << 20;     // memo entries
+  size_t max_objects = 1 << 20;  // objects created in total (and at most one per input byte)
+  size_t max_items = 1 << 22;    // items in all lists/tuples/dicts (and at most one per byte)
 };
 
 // The result of one pickle: every object lives in `arena` (so reference cycles built through
 // the memo cannot leak and nothing is freed recursively); `root` is what STOP returned.
 struct Result {
   std::deque<Object> arena;
+  std::deque<StorageRef> storages;  // the payloads of the Storage objects
+  std::deque<TensorRef> tensors;    // the payloads of the Tensor objects
   const Object* root = nullptr;
   size_t consumed = 0;  // bytes of the input used up to and including STOP
 };

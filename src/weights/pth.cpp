@@ -34,6 +34,15 @@ constexpr unsigned char kLegacyMagic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9,
                                             0x20, 0x6a, 0xa8, 0x50, 0x19};
 constexpr int64_t kLegacyProtocol = 1001;
 
+// The object pickle of a real state_dict is about 100 bytes per tensor (well under 1 MiB for
+// BiRefNet). A larger one is refused before it is read (or inflated: torch.save stores its
+// entries, but a re-zipped checkpoint may deflate them, and deflate expands up to ~1000x).
+constexpr uint64_t kMaxPickleBytes = uint64_t(64) << 20;
+
+// Non-contiguous views are copied out; what those copies may take in all, past the bytes of the
+// storages themselves (see CopyBudget).
+constexpr uint64_t kCopyAllowance = uint64_t(64) << 20;
+
 // A storage's bytes, read once, shared by every tensor that lives in it.
 struct Storage {
   std::shared_ptr<const void> owner;
@@ -116,7 +125,7 @@ Tensors select_tensors(const std::string& path, const Object* root) {
       ++t.ignored;
       continue;
     }
-    t.list.emplace_back(k->s, &v->tensor);
+    t.list.emplace_back(k->s, v->tensor);
   }
   return t;
 }
@@ -128,11 +137,24 @@ bool add_ok(int64_t a, int64_t b, int64_t& r) {
   return !__builtin_add_overflow(a, b, &r);
 }
 
+// The bytes that copies of non-contiguous views may take, for the whole checkpoint: the bytes of
+// all the storages read, plus kCopyAllowance. Copies of transposes and slices never need more
+// than their storage holds, so a checkpoint made only of those always fits; the allowance
+// covers expanded views (stride 0), which legitimately copy more than they read but are rare
+// and small in state_dicts. An expanded view of a few bytes can otherwise ask for any size
+// (shape [2^28], stride [0] over one float is 1 GiB from a 500-byte file), and each tensor may
+// ask again: the budget bounds the loader's memory to at most twice what the file's storages
+// hold, plus 64 MiB, whatever the views say.
+struct CopyBudget {
+  uint64_t limit = kCopyAllowance;  // storage bytes are added as they are read
+  uint64_t used = 0;
+};
+
 // A TensorData for `ref` inside `st`: checked against the storage's real size, pointing into it
-// when contiguous, else copied out in row-major order.
+// when contiguous, else copied out in row-major order within `budget`.
 TensorData materialise(const std::string& path, const std::string& name,
-                       const pickle::TensorRef& ref, const Storage& st) {
-  const pickle::StorageRef& sr = ref.storage->storage;
+                       const pickle::TensorRef& ref, const Storage& st, CopyBudget& budget) {
+  const pickle::StorageRef& sr = *ref.storage;
   auto where = [&] { return str_cat("checkpoint '", path, "': tensor '", name, "'"); };
   TensorData t;
   t.dtype = sr.dtype;
@@ -162,14 +184,16 @@ TensorData materialise(const std::string& path, const std::string& name,
     t.owner = st.owner;
     return t;
   }
+  // The last element addressed: offset + sum (shape[i] - 1) * stride[i], every step checked
+  // (shape[i] >= 1 here, strides >= 0), so it is exact and then compared with the storage.
   for (size_t i = 0; i < ref.shape.size(); ++i) {
     int64_t span;
     BIREF_CHECK(mul_ok(ref.shape[i] - 1, ref.stride[i], span) && add_ok(last, span, last), where(),
                 ": stride ", shape_str(ref.stride), " overflows");
   }
   BIREF_CHECK(last < avail, where(), " (", dtype_name(sr.dtype), " ", shape_str(ref.shape),
-              ", offset ", ref.offset, ", stride ", shape_str(ref.stride), ") needs ", last + 1,
-              " elements but its storage '", sr.key, "' holds only ", avail,
+              ", offset ", ref.offset, ", stride ", shape_str(ref.stride), ") needs ",
+              uint64_t(last) + 1, " elements but its storage '", sr.key, "' holds only ", avail,
               " (storage shorter than its tensor, or shape/stride out of bounds)");
 
   const unsigned char* src = st.bytes + size_t(base + ref.offset) * esize;
@@ -183,7 +207,16 @@ TensorData materialise(const std::string& path, const std::string& name,
     t.owner = st.owner;
     return t;
   }
-  auto buf = alloc_bytes(size_t(numel) * esize, "tensor '" + name + "'");
+  const uint64_t nbytes = uint64_t(numel) * esize;  // numel <= 2^40, esize <= 8
+  BIREF_CHECK(nbytes <= budget.limit - budget.used, where(), " (", dtype_name(sr.dtype), " ",
+              shape_str(ref.shape), ", stride ", shape_str(ref.stride),
+              ") is a non-contiguous view that would be copied out into ", nbytes,
+              " bytes, past what copies of views may take in this checkpoint (", budget.limit,
+              " bytes: the ", budget.limit - kCopyAllowance,
+              " bytes of its storages plus 64 MiB, of which ", budget.used,
+              " are used); an expanded view much larger than its storage?");
+  budget.used += nbytes;
+  auto buf = alloc_bytes(size_t(nbytes), "tensor '" + name + "'");
   const size_t rank = ref.shape.size();
   std::vector<int64_t> idx(rank, 0);
   int64_t off = 0;  // element offset of idx inside src
@@ -217,18 +250,27 @@ Checkpoint build(const std::string& path, const std::string& format_note, const 
   if (!sel.where.empty()) ck.metadata["pth.state_dict"] = sel.where;
   if (sel.ignored) ck.metadata["pth.ignored_entries"] = std::to_string(sel.ignored);
 
+  // Every storage first, so that the copy budget knows what the file holds before any view
+  // asks for a copy, whatever order the tensors come in.
   std::map<std::string, Storage> storages;
   std::map<std::string, DType> storage_dtype;
+  CopyBudget budget;
   for (const auto& [raw, ref] : sel.list) {
-    const pickle::StorageRef& sr = ref->storage->storage;
+    const pickle::StorageRef& sr = *ref->storage;
     auto [it, fresh] = storage_dtype.emplace(sr.key, sr.dtype);
     BIREF_CHECK(it->second == sr.dtype, "checkpoint '", path, "': storage '", sr.key,
                 "' is used as both ", dtype_name(it->second), " and ", dtype_name(sr.dtype));
-    if (!storages.count(sr.key)) storages.emplace(sr.key, read_storage(sr));
+    if (fresh) {
+      const Storage& st = storages.emplace(sr.key, read_storage(sr)).first->second;
+      budget.limit += uint64_t(st.numel) * dtype_size(sr.dtype);
+    }
+  }
+  for (const auto& [raw, ref] : sel.list) {
     const std::string name = strip_wrapper_prefixes(raw);
     BIREF_CHECK(!ck.tensors.count(name), "checkpoint '", path, "': tensor '", raw,
-                "' appears twice (after stripping module./_orig_mod. prefixes)");
-    ck.tensors.emplace(name, materialise(path, raw, *ref, storages.at(sr.key)));
+                "' appears twice",
+                name == raw ? "" : " (after stripping module./_orig_mod. prefixes)");
+    ck.tensors.emplace(name, materialise(path, raw, *ref, storages.at(ref->storage->key), budget));
   }
   return ck;
 }
@@ -274,7 +316,8 @@ void read_entry(zip_t* z, zip_uint64_t index, unsigned char* dst, zip_uint64_t s
 
 struct ZipEntry {
   zip_uint64_t index = 0;
-  zip_uint64_t size = 0;
+  zip_uint64_t size = 0;  // inflated
+  bool stored = true;     // not compressed
 };
 
 ZipEntry stat_entry(zip_t* z, const std::string& path, const std::string& name) {
@@ -291,7 +334,7 @@ ZipEntry stat_entry(zip_t* z, const std::string& path, const std::string& name) 
   BIREF_CHECK(stored ? st.size == st.comp_size : st.size / 1100 <= st.comp_size + 1, "checkpoint '",
               path, "': zip record '", name, "' claims ", st.size, " bytes from ", st.comp_size,
               " compressed (corrupt file?)");
-  return {zip_uint64_t(idx), st.size};
+  return {zip_uint64_t(idx), st.size, stored};
 }
 
 Checkpoint load_zip(const std::string& path) {
@@ -334,8 +377,9 @@ Checkpoint load_zip(const std::string& path) {
   }
 
   const ZipEntry pe = stat_entry(z, path, prefix + "data.pkl");
-  BIREF_CHECK(pe.size <= (zip_uint64_t(1) << 30), "checkpoint '", path, "': data.pkl is ", pe.size,
-              " bytes, too large for a state_dict");
+  BIREF_CHECK(pe.size <= kMaxPickleBytes, "checkpoint '", path, "': ", prefix, "data.pkl is ",
+              pe.size, " bytes (", pe.stored ? "" : "inflated, ",
+              "at most 64 MiB for a state_dict's pickle; a zip bomb?)");
   std::string pkl(pe.size, '\0');
   read_entry(z, pe.index, reinterpret_cast<unsigned char*>(pkl.data()), pe.size,
              str_cat("checkpoint '", path, "': ", prefix, "data.pkl"));
@@ -412,7 +456,10 @@ Checkpoint load_legacy(const std::string& path) {
           std::string(e.what()).find("truncated pickle") == std::string::npos) {
         throw;
       }
-      want = std::min<uint64_t>(file_size, uint64_t(want) * 4);
+      BIREF_CHECK(want < kMaxPickleBytes, "checkpoint '", path,
+                  "': the pickles of the legacy format take more than 64 MiB, too large for a "
+                  "state_dict (corrupt file?)");
+      want = std::min<uint64_t>({file_size, uint64_t(want) * 4, kMaxPickleBytes});
     }
   }
 
@@ -427,9 +474,7 @@ Checkpoint load_legacy(const std::string& path) {
 
   // Each storage block's element size comes from the storage type the pickle names for it.
   std::map<std::string, DType> dtypes;
-  for (const Object& o : obj.arena) {
-    if (o.is(Kind::Storage)) dtypes.emplace(o.storage.key, o.storage.dtype);
-  }
+  for (const pickle::StorageRef& sr : obj.storages) dtypes.emplace(sr.key, sr.dtype);
   struct Block {
     uint64_t offset;  // of the data, after the count
     int64_t numel;
@@ -506,7 +551,7 @@ Checkpoint load_pth(const std::string& path) {
 }
 
 void write_zip(const std::string& path,
-               const std::vector<std::pair<std::string, std::string>>& entries) {
+               const std::vector<std::pair<std::string, std::string>>& entries, bool deflate) {
   AtomicFile out(path);
   const std::string& tmp = out.temp_path();
   int err = 0;
@@ -521,7 +566,8 @@ void write_zip(const std::string& path,
       zip_discard(z);
       fail("cannot add '", name, "' to '", path, "': ", msg);
     }
-    zip_set_file_compression(z, zip_uint64_t(idx), ZIP_CM_STORE, 0);
+    zip_set_file_compression(z, zip_uint64_t(idx), deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE,
+                             deflate ? 1 : 0);
   }
   if (zip_close(z) != 0) {
     const std::string msg = zip_strerror(z);

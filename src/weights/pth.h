@@ -28,8 +28,10 @@ bool looks_like_pth(const unsigned char* head, size_t n);
 Checkpoint load_pth(const std::string& path);
 
 // Writes a zip archive of uncompressed entries (name -> bytes), as torch.save lays them out
-// ("ARCHIVE/data.pkl", "ARCHIVE/data/0", ...). For tests and tools that need a .pth file.
+// ("ARCHIVE/data.pkl", "ARCHIVE/data/0", ...), or of deflated ones (fastest level) when
+// `deflate` is set, as a re-zipped checkpoint would be. For tests and tools that need a .pth.
 void write_zip(const std::string& path,
-               const std::vector<std::pair<std::string, std::string>>& entries);
+               const std::vector<std::pair<std::string, std::string>>& entries,
+               bool deflate = false);
 
 }  // namespace biref
