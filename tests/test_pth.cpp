@@ -539,6 +539,17 @@ TEST(PthReject, InflatedPickleIsCapped) {
   EXPECT_EQ(load_pth(zipped).tensors.at("w").to_f32(), (std::vector<float>{1, 3, 2, 4}));
 }
 
+TEST(PthReject, InflatedStoragesAreCapped) {
+  // 100 MiB of zeros deflate to ~100 KB: a storage record may not claim gigabytes that way.
+  const std::string path = temp_path("zero_bomb.pth");
+  const int64_t n = int64_t(100) << 18;  // 100 MiB of float32
+  Pickle p;
+  p.op('}').op('(').str("w").tensor("FloatStorage", "0", n, 0, {n}, {1}).op('u').stop();
+  write_zip(path, {{"a/data.pkl", p.b}, {"a/data/0", std::string(size_t(n) * 4, '\0')}}, true);
+  EXPECT_LT(fs::file_size(path), 1u << 20);
+  expect_error([&] { load_pth(path); }, {"deflated storages expand", "zip bomb"});
+}
+
 TEST(PthReject, ContainerItemBomb) {
   // OrderedDict([(None, None)] * 1000) called again and again on the same memoised list: each
   // 7-byte call would unpack 2000 items (20M in all from 70 KB). Items are held to the bytes.

@@ -316,8 +316,9 @@ void read_entry(zip_t* z, zip_uint64_t index, unsigned char* dst, zip_uint64_t s
 
 struct ZipEntry {
   zip_uint64_t index = 0;
-  zip_uint64_t size = 0;  // inflated
-  bool stored = true;     // not compressed
+  zip_uint64_t size = 0;       // inflated
+  zip_uint64_t comp_size = 0;  // as stored in the archive
+  bool stored = true;          // not compressed
 };
 
 ZipEntry stat_entry(zip_t* z, const std::string& path, const std::string& name) {
@@ -334,7 +335,7 @@ ZipEntry stat_entry(zip_t* z, const std::string& path, const std::string& name) 
   BIREF_CHECK(stored ? st.size == st.comp_size : st.size / 1100 <= st.comp_size + 1, "checkpoint '",
               path, "': zip record '", name, "' claims ", st.size, " bytes from ", st.comp_size,
               " compressed (corrupt file?)");
-  return {zip_uint64_t(idx), st.size, stored};
+  return {zip_uint64_t(idx), st.size, st.comp_size, stored};
 }
 
 Checkpoint load_zip(const std::string& path) {
@@ -389,11 +390,22 @@ Checkpoint load_zip(const std::string& path) {
               pkl.size() - res.consumed, " bytes after its end");
 
   const std::string archive = prefix.substr(0, prefix.size() - 1);
+  // torch.save stores its records; a re-zipped checkpoint may deflate them. Weights hardly
+  // compress (~1.1x), so deflated storages together may expand at most 8x, plus 64 MiB for
+  // the small, constant tensors that do: a zip of zeros cannot claim gigabytes.
+  uint64_t deflated_in = 0, deflated_out = 0;
   return build(
       path, str_cat("zip (archive '", archive, "', ", big_endian ? "big" : "little", "-endian)"),
       res.root, [&](const pickle::StorageRef& sr) {
         const std::string rec = prefix + "data/" + sr.key;
         const ZipEntry e = stat_entry(z, path, rec);
+        if (!e.stored) {
+          deflated_in += e.comp_size;
+          deflated_out += e.size;
+          BIREF_CHECK(deflated_out <= 8 * deflated_in + (uint64_t(64) << 20), "checkpoint '", path,
+                      "': deflated storages expand to ", deflated_out, " bytes from ", deflated_in,
+                      " (more than 8x + 64 MiB; a zip bomb?)");
+        }
         const size_t esize = dtype_size(sr.dtype);
         BIREF_CHECK(e.size % esize == 0, "checkpoint '", path, "': record '", rec, "' holds ",
                     e.size, " bytes, not a whole number of ", dtype_name(sr.dtype), " elements");
