@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -9,20 +11,32 @@
 namespace biref {
 
 namespace {
-float* aligned_floats(int64_t n) {
+
+// Large blocks are mapped straight from the kernel and unmapped when freed: the C allocator keeps
+// freed memory for reuse (its mmap threshold adapts upward), which would leave a first run's
+// activations resident next to the planned arena.
+constexpr size_t kMapThreshold = size_t(1) << 20;
+
+std::shared_ptr<float> allocate_floats(int64_t n) {
   size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(float);
   bytes = (bytes + 63) / 64 * 64;
+  if (bytes >= kMapThreshold) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes");
+    return std::shared_ptr<float>(static_cast<float*>(p), [bytes](float* q) { munmap(q, bytes); });
+  }
   void* p = std::aligned_alloc(64, bytes);
   if (!p) fail("out of memory allocating ", bytes, " bytes");
-  return static_cast<float*>(p);
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
 }
+
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape) {
   Tensor t;
   t.shape = shape;
-  t.data = aligned_floats(numel_of(shape));
-  t.storage = std::shared_ptr<float>(t.data, [](float* p) { std::free(p); });
+  t.storage = allocate_floats(numel_of(shape));
+  t.data = t.storage.get();
   return t;
 }
 
@@ -56,7 +70,7 @@ size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 Arena::~Arena() { drop_plan(); }
 
 void Arena::drop_plan() {
-  std::free(arena_);
+  arena_block_.reset();
   arena_ = nullptr;
   arena_bytes_ = 0;
   plan_offsets_.clear();
@@ -157,9 +171,8 @@ void Arena::build_plan() {
     total = std::max(total, at + ev[i].bytes);
     placed.push_back(i);
   }
-  void* block = std::aligned_alloc(64, std::max<size_t>(total, 64));
-  if (!block) fail("out of memory allocating ", total, " bytes of activations");
-  arena_ = static_cast<float*>(block);
+  arena_block_ = allocate_floats(int64_t(std::max<size_t>(total, 64) / sizeof(float)));
+  arena_ = arena_block_.get();
   arena_bytes_ = total;
   plan_sizes_.resize(ev.size());
   plan_offsets_ = offset;

@@ -61,6 +61,7 @@ class Arena {
   struct Record;
   Shape plan_key_;
   std::vector<size_t> plan_offsets_, plan_sizes_;
+  std::shared_ptr<float> arena_block_;
   float* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   bool running_ = false, replay_ = false, plan_broken_ = false;

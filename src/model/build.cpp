@@ -10,19 +10,21 @@ namespace {
 
 class WeightReader {
  public:
-  WeightReader(const Checkpoint& ck, const ModelConfig& cfg) : ck_(ck), cfg_(cfg) {}
+  WeightReader(Checkpoint& ck, const ModelConfig& cfg) : ck_(ck), cfg_(cfg) {}
 
   std::vector<float> take(const std::string& name) {
     auto it = ck_.tensors.find(name);
     BIREF_CHECK(it != ck_.tensors.end(), "'", ck_.path, "': missing tensor '", name, "'");
     parameters_ += it->second.numel();
-    return it->second.to_f32();
+    std::vector<float> values = it->second.to_f32();
+    release_tensor(ck_, name);  // consumed: the checkpoint shrinks as the model grows
+    return values;
   }
 
   Linear linear(const std::string& p, bool bias = true) {
     Linear l;
     l.name = p;
-    const auto& shape = ck_.tensors.at(p + ".weight").shape;
+    const auto shape = ck_.tensors.at(p + ".weight").shape;  // a copy: take() erases the entry
     l.out = int(shape[0]);
     l.in = int(shape[1]);
     l.weight = take(p + ".weight");
@@ -42,7 +44,7 @@ class WeightReader {
   Conv2d conv(const std::string& p, int stride, int pad, Act act, bool bias = true) {
     Conv2d c;
     c.name = p;
-    const auto& shape = ck_.tensors.at(p + ".weight").shape;
+    const auto shape = ck_.tensors.at(p + ".weight").shape;  // a copy: take() erases the entry
     c.out = int(shape[0]);
     c.in = int(shape[1]);
     c.k = int(shape[2]);
@@ -108,7 +110,7 @@ class WeightReader {
   int64_t parameters() const { return parameters_; }
 
  private:
-  const Checkpoint& ck_;
+  Checkpoint& ck_;
   const ModelConfig& cfg_;
   int64_t parameters_ = 0;
 };
@@ -129,7 +131,7 @@ std::vector<float> gather_relative_bias(const std::vector<float>& table, int win
 
 }  // namespace
 
-BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg) {
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg) {
   WeightReader r(ck, cfg);
   BiRefNet net;
   net.cfg = cfg;

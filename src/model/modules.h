@@ -92,6 +92,7 @@ void for_each_layer(BiRefNet& net, const LayerVisitor& v);
 
 // Builds the model from a checkpoint that validate_checkpoint() accepted: BatchNorm folded,
 // the offset and modulator convolutions of each deformable conv fused, attention biases gathered.
-BiRefNet build_birefnet(const Checkpoint& ck, const ModelConfig& cfg);
+// The tensors it reads are released from `ck` as they are consumed.
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg);
 
 }  // namespace biref

@@ -1,5 +1,8 @@
 #include "weights/checkpoint.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -91,6 +94,20 @@ std::vector<float> TensorData::to_f32() const {
     case DType::Bool: convert(uint8_t{}, cast); break;
   }
   return out;
+}
+
+void release_tensor(Checkpoint& ck, const std::string& name) {
+  auto it = ck.tensors.find(name);
+  if (it == ck.tensors.end()) return;
+  const TensorData& t = it->second;
+  if (t.file_mapped && t.nbytes() > 0) {
+    // The whole pages inside the tensor: a page shared with a neighbour is left alone.
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (uintptr_t(t.data) + page - 1) / page * page;
+    const uintptr_t end = (uintptr_t(t.data) + t.nbytes()) / page * page;
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+  ck.tensors.erase(it);
 }
 
 std::string strip_wrapper_prefixes(std::string name) {

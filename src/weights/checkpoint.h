@@ -22,6 +22,7 @@ struct TensorData {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   std::shared_ptr<const void> owner;
+  bool file_mapped = false;  // `data` lies in a read-only memory mapping of the file
 
   int64_t numel() const;
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
@@ -35,6 +36,11 @@ struct Checkpoint {
   std::map<std::string, TensorData> tensors;     // names with `module.` / `_orig_mod.` stripped
   std::map<std::string, std::string> metadata;   // safetensors __metadata__, or reader notes
 };
+
+// Drops tensor `name` from `ck` once its values have been copied out: its memory is freed when
+// nothing else holds it, and the pages of a memory-mapped file are handed back to the kernel, so
+// loading a model never holds the whole checkpoint and the whole model at once.
+void release_tensor(Checkpoint& ck, const std::string& name);
 
 // Strips the prefixes that DataParallel and torch.compile add (`module.`, `_orig_mod.`),
 // repeatedly, as the official check_state_dict does.

@@ -100,6 +100,7 @@ Checkpoint load_safetensors(const std::string& path) {
                   shape_str(t.shape), " needs ", t.nbytes());
       t.data = bytes + data_begin + b;
       t.owner = owner;
+      t.file_mapped = true;
       const std::string name = strip_wrapper_prefixes(raw_name);
       BIREF_CHECK(!ck.tensors.count(name), "duplicate tensor after stripping prefixes");
       ck.tensors.emplace(name, std::move(t));
