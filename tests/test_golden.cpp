@@ -14,12 +14,13 @@ namespace {
 
 constexpr double kTolerance = 2e-4;  // golden/README.md: float32 engines within 2e-4 max abs
 
-void run_golden(const std::string& file, Device device) {
+void run_golden(const std::string& file, Device device, int64_t band_tokens = 32768) {
   const Checkpoint golden = load_checkpoint(test::data_path(file));
   const std::string backbone = golden.metadata.at("backbone");
   const std::string seed = golden.metadata.at("seed");
   LoadOptions opts;
   opts.device = device;
+  opts.attention_band_tokens = band_tokens;
   auto model = Model::load("synthetic:" + backbone + ":" + seed, opts);
 
   const TensorData& in = golden.tensors.at("input");
@@ -52,6 +53,13 @@ void run_golden(const std::string& file, Device device) {
 TEST(Golden, SwinT256) { run_golden("swin_v1_t-256x256-seed0.safetensors", Device::Cpu); }
 TEST(Golden, SwinT192x320) { run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu); }
 TEST(Golden, SwinL256) { run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu); }
+// Attention in bands of one or a few window rows (the default only bands larger inputs).
+TEST(Golden, SwinT192x320AttentionInBands) {
+  run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu, 300);
+}
+TEST(Golden, SwinL256AttentionInBands) {
+  run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu, 1000);
+}
 // The oracle itself: the naive double-precision reference kernels against the official model.
 TEST(Golden, ReferenceBackendSwinT192x320) {
   run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Reference);

@@ -37,6 +37,9 @@ struct LoadOptions {
   // Threads for the CPU backend; 0 keeps OpenMP's default (all cores, or OMP_NUM_THREADS).
   // OpenMP's thread count is process-wide: setting it affects every model in the process.
   int threads = 0;
+  // Swin attention runs a band of window rows at a time, about this many tokens per band: fewer
+  // is less memory at large inputs (qkv holds 3·C floats per token), more is larger matmuls.
+  int64_t attention_band_tokens = 32768;
 };
 
 struct ModelInfo {

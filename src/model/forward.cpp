@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/check.h"
@@ -67,22 +68,27 @@ struct Runner {
     const int64_t B = x.dim(0), C = x.dim(3);
     const int hd = int(C) / blk.heads;
     // 1-3. norm1, pad, roll, partition -> windows [B, nW, N, C]
+    // 4-6. attention, reverse, roll back, crop, residual
+    // A band of window rows at a time (all bands read the same normalised t and add into x at
+    // disjoint positions), so qkv and the attention output exist for one band only.
     Tensor t = layer_norm(blk.norm1, x);
-    Tensor win = pool.empty({B, g.windows(), g.tokens(), C});
-    be.window_partition(t, g, win);
+    const int64_t tokens_per_row = B * g.nww() * g.tokens();
+    const int band_rows = int(std::clamp<int64_t>(ctx.attention_band_tokens / tokens_per_row, 1, g.nwh()));
+    for (int r0 = 0; r0 < g.nwh(); r0 += band_rows) {
+      const WindowGeometry gb = g.band(r0, std::min(band_rows, g.nwh() - r0));
+      Tensor win = pool.empty({B, gb.windows(), gb.tokens(), C});
+      be.window_partition(t, gb, win);
+      // qkv [B·nW·N, 3C] -> heads -> [B·nW·N, C] -> proj
+      Tensor qkv = pool.empty({B, gb.windows(), gb.tokens(), 3 * C});
+      linear(blk.qkv, win, qkv);
+      Tensor att = pool.empty(win.shape);
+      be.window_attention(qkv.data, B, gb, blk.heads, hd, blk.rel_bias.data(), att.data);
+      ctx.flops += 4.0 * double(B) * gb.windows() * blk.heads * gb.tokens() * gb.tokens() * hd;
+      qkv = Tensor();
+      linear(blk.proj, att, win);
+      be.window_reverse_add(win, gb, x);
+    }
     t = Tensor();
-    // 4-5. attention: qkv [B·nW·N, 3C] -> heads -> [B·nW·N, C] -> proj
-    Tensor qkv = pool.empty({B, g.windows(), g.tokens(), 3 * C});
-    linear(blk.qkv, win, qkv);
-    Tensor att = pool.empty(win.shape);
-    be.window_attention(qkv.data, B, g, blk.heads, hd, blk.rel_bias.data(), att.data);
-    ctx.flops += 4.0 * double(B) * g.windows() * blk.heads * g.tokens() * g.tokens() * hd;
-    qkv = Tensor();
-    linear(blk.proj, att, win);
-    // 6. reverse windows, roll back, crop, residual
-    be.window_reverse_add(win, g, x);
-    win = Tensor();
-    att = Tensor();
     // 7. x = x + fc2(GELU(fc1(norm2(x))))
     Tensor n2 = layer_norm(blk.norm2, x);
     Tensor hid = pool.empty({x.dim(0), x.dim(1), x.dim(2), int64_t(blk.fc1.out)});
@@ -146,8 +152,10 @@ struct Runner {
   }
 
   // x: [B, h, w, in] -> [B, h, w, out]
-  Tensor dec_block(const BasicDecBlk& b, const Tensor& x) {
+  // x is taken over (moved in) so it is released right after conv_in.
+  Tensor dec_block(const BasicDecBlk& b, Tensor x) {
     Tensor t = conv(b.conv_in, x);
+    x = Tensor();
     Tensor a = aspp(b.dec_att, t);
     t = Tensor();
     return conv(b.conv_out, a);
@@ -208,7 +216,7 @@ struct Runner {
     }
     dump("enc.x4", enc[3]);
     // 3. Squeeze
-    Tensor x4 = dec_block(net.squeeze_module, enc[3]);
+    Tensor x4 = dec_block(net.squeeze_module, std::move(enc[3]));
     dump("squeeze", x4);
     lap("squeeze");
     // 4. Decoder
@@ -218,26 +226,26 @@ struct Runner {
       Tensor ip = ipt(d.ipt_blk[5], x, x4.dim(1), x4.dim(2));
       Tensor in = concat({&x4, &ip});
       x4 = Tensor();
-      p = dec_block(d.decoder_block[4], in);
+      p = dec_block(d.decoder_block[4], std::move(in));
     }
     dump("dec.block4", p);
     gate(d, 4, p);
     for (int blk = 3; blk >= 1; --blk) {
-      const Tensor& lat_in = enc[blk - 1];  // x3, x2, x1
-      Tensor t = resize(p, lat_in.dim(1), lat_in.dim(2));
+      const int64_t h = enc[blk - 1].dim(1), w = enc[blk - 1].dim(2);  // x3, x2, x1
+      Tensor t = resize(p, h, w);
       p = Tensor();
-      Tensor lat = conv(d.lateral_block[blk + 1], lat_in);
+      Tensor lat = conv(d.lateral_block[blk + 1], enc[blk - 1]);
+      enc[blk - 1] = Tensor();  // its last use
       be.add(lat, t);
       lat = Tensor();
-      Tensor ip = ipt(d.ipt_blk[blk + 1], x, lat_in.dim(1), lat_in.dim(2));
+      Tensor ip = ipt(d.ipt_blk[blk + 1], x, h, w);
       Tensor in = concat({&t, &ip});
       t = Tensor();
       ip = Tensor();
-      p = dec_block(d.decoder_block[blk], in);
+      p = dec_block(d.decoder_block[blk], std::move(in));
       dump(str_cat("dec.block", blk), p);
       if (blk > 1) gate(d, blk, p);
     }
-    for (Tensor& e : enc) e = Tensor();
     // out = conv_out1(cat(interp(p1, (H, W)), ipt_blk1(x))), computed as (see modules.h)
     // interp(conv_out1_dec(p1)) + (ipt_blk1.conv_out ∘ conv_out1_ipt)(ipt_blk1.conv1(x))
     Tensor z = conv(d.conv_out1_dec, p);

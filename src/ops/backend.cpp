@@ -12,6 +12,8 @@ WindowGeometry window_geometry(int h, int w, int window, int shift) {
   g.w = w;
   g.hp = (h + window - 1) / window * window;
   g.wp = (w + window - 1) / window * window;
+  g.row0 = 0;
+  g.rows = g.nwh();
   return g;
 }
 

@@ -20,10 +20,19 @@ struct WindowGeometry {
   int shift = 0;    // s: cyclic shift (0 or w/2)
   int h = 0, w = 0;  // token grid before padding
   int hp = 0, wp = 0;  // padded to multiples of the window
+  // The window rows [row0, row0 + rows) the window ops work on (all of them by default): a
+  // block's attention can run a band of window rows at a time to bound its memory.
+  int row0 = 0, rows = 0;
   int nwh() const { return hp / window; }
   int nww() const { return wp / window; }
-  int windows() const { return nwh() * nww(); }
+  int windows() const { return rows * nww(); }  // windows per image in the band
   int tokens() const { return window * window; }
+  WindowGeometry band(int first_row, int count) const {
+    WindowGeometry g = *this;
+    g.row0 = first_row;
+    g.rows = count;
+    return g;
+  }
 };
 WindowGeometry window_geometry(int h, int w, int window, int shift);
 
@@ -49,7 +58,7 @@ class Backend {
   virtual void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y) = 0;
 
   // Swin: x [B, h, w, C] -> windows [B, nW, w·w, C]: zero-pad to hp×wp, roll by (−s, −s),
-  // partition into windows (row-major windows, row-major tokens).
+  // partition into windows (row-major windows, row-major tokens); nW = the band's windows.
   virtual void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& windows) = 0;
   // The inverse, added into x: x[b, y, x] += windows[...] for the unpadded positions.
   virtual void window_reverse_add(const Tensor& windows, const WindowGeometry& g, Tensor& x) = 0;

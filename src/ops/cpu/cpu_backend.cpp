@@ -260,13 +260,14 @@ class CpuBackend final : public Backend {
   void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& win) override {
     const int64_t B = x.dim(0), C = x.dim(3);
     const int w = g.window;
-    const int64_t rows = B * g.hp;  // one padded row of the shifted frame per iteration
+    const int band = g.rows * w;     // rows of the shifted frame in the band
+    const int64_t rows = B * band;  // one padded row of the shifted frame per iteration
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t b = r / g.hp;
-      const int sy = int(r % g.hp);  // row in the shifted frame
+      const int64_t b = r / band;
+      const int sy = g.row0 * w + int(r % band);  // row in the shifted frame
       const int py = (sy + g.shift) % g.hp;
-      const int wy = sy / w, i = sy % w;
+      const int wy = sy / w - g.row0, i = sy % w;
       for (int sx = 0; sx < g.wp; ++sx) {
         const int px = (sx + g.shift) % g.wp;
         const int wx = sx / w, j = sx % w;
@@ -289,7 +290,8 @@ class CpuBackend final : public Backend {
       const int64_t b = r / g.h;
       const int py = int(r % g.h);
       const int sy = (py - g.shift + g.hp) % g.hp;
-      const int wy = sy / w, i = sy % w;
+      const int wy = sy / w - g.row0, i = sy % w;
+      if (wy < 0 || wy >= g.rows) continue;  // not in this band
       for (int px = 0; px < g.w; ++px) {
         const int sx = (px - g.shift + g.wp) % g.wp;
         const int wx = sx / w, j = sx % w;
@@ -360,7 +362,7 @@ class CpuBackend final : public Backend {
         }
         const bool masked = g.shift > 0;
         if (masked) {
-          const int wy = widx / g.nww(), wx = widx % g.nww();
+          const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
           for (int t = 0; t < N; ++t)
             label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 + region(wx * w + t % w, g.wp, w, g.shift);
         }

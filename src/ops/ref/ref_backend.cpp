@@ -102,13 +102,14 @@ class RefBackend final : public Backend {
     const int64_t B = x.dim(0), C = x.dim(3);
     const int w = g.window;
     for (int64_t b = 0; b < B; ++b)
-      for (int wy = 0; wy < g.nwh(); ++wy)
+      for (int wy = g.row0; wy < g.row0 + g.rows; ++wy)
         for (int wx = 0; wx < g.nww(); ++wx)
           for (int i = 0; i < w; ++i)
             for (int j = 0; j < w; ++j) {
               // shifted frame (wy·w + i, wx·w + j) holds the padded grid at (+s) mod size
               const int py = (wy * w + i + g.shift) % g.hp, px = (wx * w + j + g.shift) % g.wp;
-              float* dst = win.data + (((b * g.windows() + wy * g.nww() + wx) * w + i) * w + j) * C;
+              float* dst =
+                  win.data + (((b * g.windows() + (wy - g.row0) * g.nww() + wx) * w + i) * w + j) * C;
               for (int64_t c = 0; c < C; ++c)
                 dst[c] = (py < g.h && px < g.w) ? x.data[((b * g.h + py) * g.w + px) * C + c] : 0.f;
             }
@@ -118,14 +119,14 @@ class RefBackend final : public Backend {
     const int64_t B = x.dim(0), C = x.dim(3);
     const int w = g.window;
     for (int64_t b = 0; b < B; ++b)
-      for (int wy = 0; wy < g.nwh(); ++wy)
+      for (int wy = g.row0; wy < g.row0 + g.rows; ++wy)
         for (int wx = 0; wx < g.nww(); ++wx)
           for (int i = 0; i < w; ++i)
             for (int j = 0; j < w; ++j) {
               const int py = (wy * w + i + g.shift) % g.hp, px = (wx * w + j + g.shift) % g.wp;
               if (py >= g.h || px >= g.w) continue;
               const float* src =
-                  win.data + (((b * g.windows() + wy * g.nww() + wx) * w + i) * w + j) * C;
+                  win.data + (((b * g.windows() + (wy - g.row0) * g.nww() + wx) * w + i) * w + j) * C;
               for (int64_t c = 0; c < C; ++c) x.data[((b * g.h + py) * g.w + px) * C + c] += src[c];
             }
   }
@@ -138,7 +139,7 @@ class RefBackend final : public Backend {
     for (int64_t bw = 0; bw < batch * g.windows(); ++bw) {
       std::vector<double> a(size_t(N) * N);
       const int widx = int(bw % g.windows());
-      const int wy = widx / g.nww(), wx = widx % g.nww();
+      const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
       const float* base = qkv + bw * N * 3 * C;
       for (int h = 0; h < heads; ++h) {
         for (int n = 0; n < N; ++n) {
