@@ -20,7 +20,7 @@ void run_golden(const std::string& file, Device device, int64_t band_tokens = 32
   const std::string seed = golden.metadata.at("seed");
   LoadOptions opts;
   opts.device = device;
-  opts.attention_band_tokens = band_tokens;
+  opts.band_tokens = band_tokens;
   auto model = Model::load("synthetic:" + backbone + ":" + seed, opts);
 
   const TensorData& in = golden.tensors.at("input");

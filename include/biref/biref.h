@@ -37,9 +37,10 @@ struct LoadOptions {
   // Threads for the CPU backend; 0 keeps OpenMP's default (all cores, or OMP_NUM_THREADS).
   // OpenMP's thread count is process-wide: setting it affects every model in the process.
   int threads = 0;
-  // Swin attention runs a band of window rows at a time, about this many tokens per band: fewer
-  // is less memory at large inputs (qkv holds 3·C floats per token), more is larger matmuls.
-  int64_t attention_band_tokens = 32768;
+  // Swin blocks run their attention (in bands of window rows) and their MLP over about this many
+  // tokens at a time: fewer is less memory at large inputs (the MLP's hidden layer holds 4·C
+  // floats per token, qkv 3·C), more is larger matmuls.
+  int64_t band_tokens = 32768;
 };
 
 struct ModelInfo {

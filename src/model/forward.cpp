@@ -73,7 +73,7 @@ struct Runner {
     // disjoint positions), so qkv and the attention output exist for one band only.
     Tensor t = layer_norm(blk.norm1, x);
     const int64_t tokens_per_row = B * g.nww() * g.tokens();
-    const int band_rows = int(std::clamp<int64_t>(ctx.attention_band_tokens / tokens_per_row, 1, g.nwh()));
+    const int band_rows = int(std::clamp<int64_t>(ctx.band_tokens / tokens_per_row, 1, g.nwh()));
     for (int r0 = 0; r0 < g.nwh(); r0 += band_rows) {
       const WindowGeometry gb = g.band(r0, std::min(band_rows, g.nwh() - r0));
       Tensor win = pool.empty({B, gb.windows(), gb.tokens(), C});
@@ -89,12 +89,20 @@ struct Runner {
       be.window_reverse_add(win, gb, x);
     }
     t = Tensor();
-    // 7. x = x + fc2(GELU(fc1(norm2(x))))
-    Tensor n2 = layer_norm(blk.norm2, x);
-    Tensor hid = pool.empty({x.dim(0), x.dim(1), x.dim(2), int64_t(blk.fc1.out)});
-    linear(blk.fc1, n2, hid, Act::Gelu);
-    n2 = Tensor();
-    linear(blk.fc2, hid, x, Act::None, /*accumulate=*/true);
+    // 7. x = x + fc2(GELU(fc1(norm2(x)))), per token: in bands of tokens, so the 4C-wide
+    // hidden layer (the largest tensor of the backbone) exists for one band only
+    const int64_t total = x.numel() / C, band = std::min<int64_t>(total, ctx.band_tokens);
+    for (int64_t t0 = 0; t0 < total; t0 += band) {
+      const int64_t n = std::min(band, total - t0);
+      float* xr = x.data + t0 * C;
+      Tensor n2 = pool.empty({n, C});
+      be.layer_norm(blk.norm2, xr, n, n2.data);
+      Tensor hid = pool.empty({n, int64_t(blk.fc1.out)});
+      linear(blk.fc1, n2, hid, Act::Gelu);
+      n2 = Tensor();
+      Tensor xv = Tensor::wrap(xr, {n, C});
+      linear(blk.fc2, hid, xv, Act::None, /*accumulate=*/true);
+    }
   }
 
   // x: [B, H, W, 3] -> f1..f4 [B, H/4·2^−i, W/4·2^−i, C·2^i]

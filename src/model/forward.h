@@ -17,7 +17,7 @@ struct ForwardContext {
   std::function<void(const std::string&, const Tensor&)> dump;
   std::vector<StageTiming> timings;
   double flops = 0;
-  int64_t attention_band_tokens = 32768;  // see LoadOptions
+  int64_t band_tokens = 32768;  // see LoadOptions
 };
 
 // x: [B, H, W, 3] normalised RGB, H and W multiples of 32 -> logits [B, H, W, 1].

@@ -18,14 +18,14 @@ struct Model::Impl {
   Arena pool;
   DumpFn dump;
   bool profiling = false;
-  int64_t attention_band_tokens = 32768;
+  int64_t band_tokens = 32768;
   std::vector<StageTiming> timings, op_profile;
   double flops = 0;
 
   Tensor run(const Tensor& x_nhwc) {
     OpProfile prof;
     std::unique_ptr<Backend> profiled = profiling ? make_profiled_backend(*backend, prof) : nullptr;
-    ForwardContext ctx{profiled ? *profiled : *backend, pool, {}, {}, 0, attention_band_tokens};
+    ForwardContext ctx{profiled ? *profiled : *backend, pool, {}, {}, 0, band_tokens};
     if (dump) {
       ctx.dump = [this](const std::string& name, const Tensor& t) {
         // NHWC -> NCHW for the caller
@@ -73,7 +73,7 @@ Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
   BIREF_CHECK(options.threads >= 0, "threads must be 0 (all cores) or positive, got ", options.threads);
-  BIREF_CHECK(options.attention_band_tokens > 0, "attention_band_tokens must be positive");
+  BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
   if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
   {
@@ -87,7 +87,7 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
     impl->info.description = describe(cfg);
     impl->info.parameters = impl->net.parameters;
   }  // the checkpoint (mapping or buffers) is released here; the model holds its own copy
-  impl->attention_band_tokens = options.attention_band_tokens;
+  impl->band_tokens = options.band_tokens;
   impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
   impl->info.device = impl->backend->name();
   Backend& be = *impl->backend;
