@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "biref/error.h"
 #include "core/tensor.h"
 
 namespace biref::test {
@@ -47,6 +48,17 @@ inline double max_abs_diff(const float* a, const float* b, int64_t n) {
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   return max_abs_diff(a.data, b.data, a.numel());
+}
+
+// The message of the biref::Error that fn throws, or "(no error)".
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 // The built `biref` command, run as a user runs it.

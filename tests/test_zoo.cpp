@@ -21,6 +21,7 @@ namespace biref {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 
 // Sets (or unsets) an environment variable for one scope.
 class ScopedEnv {
@@ -35,16 +36,6 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> old_;
 };
-
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(Sha256, KnownVectors) {
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

@@ -34,6 +34,7 @@ namespace biref {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 
 // What the server answers for one path.
 struct Route {
@@ -229,16 +230,6 @@ std::vector<fs::path> files_under(const fs::path& dir) {
     if (e.is_regular_file()) out.push_back(e.path());
   }
   return out;
-}
-
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // A port on 127.0.0.1 that nothing listens on: bound, then closed.

@@ -53,7 +53,7 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
   // types). A pixel off the list was already kept by a type-t sub-pass with the same
   // neighbourhood, so the result equals the reference's full scans: each sub-pass decides on a
   // snapshot, then removes.
-  std::vector<int64_t> todo[2], removed;
+  std::vector<int64_t> candidates[2], removed;
   std::vector<uint8_t> queued[2] = {std::vector<uint8_t>(img.size(), 0),
                                     std::vector<uint8_t>(img.size(), 0)};
   for (int64_t y = 1; y <= height; ++y)
@@ -61,7 +61,7 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
       const int64_t i = y * W + x;
       if (img[size_t(i)] && code_at(i) != 255)
         for (int t = 0; t < 2; ++t) {
-          todo[t].push_back(i);
+          candidates[t].push_back(i);
           queued[t][size_t(i)] = 1;
         }
     }
@@ -71,13 +71,13 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
     changed = false;
     for (int pass = 0; pass < 2; ++pass) {
       removed.clear();
-      for (int64_t i : todo[pass]) {
+      for (int64_t i : candidates[pass]) {
         queued[pass][size_t(i)] = 0;
         if (!img[size_t(i)]) continue;  // removed by the other sub-pass type meanwhile
         const int cls = skeleton_removal_class(code_at(i));
         if (cls == 3 || (cls == 1 && pass == 0) || (cls == 2 && pass == 1)) removed.push_back(i);
       }
-      todo[pass].clear();
+      candidates[pass].clear();
       if (removed.empty()) continue;
       changed = true;
       for (int64_t i : removed) img[size_t(i)] = 0;
@@ -88,7 +88,7 @@ void skeletonize(const uint8_t* in, int height, int width, uint8_t* out) {
           for (int t = 0; t < 2; ++t)
             if (!queued[t][size_t(j)]) {
               queued[t][size_t(j)] = 1;
-              todo[t].push_back(j);
+              candidates[t].push_back(j);
             }
         }
     }

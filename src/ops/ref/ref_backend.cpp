@@ -99,36 +99,34 @@ class RefBackend final : public Backend {
   }
 
   void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& win) override {
-    const int64_t B = x.dim(0), C = x.dim(3);
-    const int w = g.window;
-    for (int64_t b = 0; b < B; ++b)
-      for (int wy = g.row0; wy < g.row0 + g.rows; ++wy)
-        for (int wx = 0; wx < g.nww(); ++wx)
-          for (int i = 0; i < w; ++i)
-            for (int j = 0; j < w; ++j) {
-              // shifted frame (wy·w + i, wx·w + j) holds the padded grid at (+s) mod size
-              const int py = (wy * w + i + g.shift) % g.hp, px = (wx * w + j + g.shift) % g.wp;
-              float* dst =
-                  win.data + (((b * g.windows() + (wy - g.row0) * g.nww() + wx) * w + i) * w + j) * C;
-              for (int64_t c = 0; c < C; ++c)
-                dst[c] = (py < g.h && px < g.w) ? x.data[((b * g.h + py) * g.w + px) * C + c] : 0.f;
-            }
+    const int64_t C = x.dim(3);
+    for_each_window_token(g, x.dim(0), [&](int64_t b, int py, int px, int64_t t) {
+      for (int64_t c = 0; c < C; ++c)
+        win.data[t * C + c] = (py < g.h && px < g.w) ? x.data[((b * g.h + py) * g.w + px) * C + c] : 0.f;
+    });
   }
 
   void window_reverse_add(const Tensor& win, const WindowGeometry& g, Tensor& x) override {
-    const int64_t B = x.dim(0), C = x.dim(3);
+    const int64_t C = x.dim(3);
+    for_each_window_token(g, x.dim(0), [&](int64_t b, int py, int px, int64_t t) {
+      if (py >= g.h || px >= g.w) return;
+      for (int64_t c = 0; c < C; ++c) x.data[((b * g.h + py) * g.w + px) * C + c] += win.data[t * C + c];
+    });
+  }
+
+  // Every token of the band's windows: fn(b, py, px, t) with (py, px) its position in the padded
+  // grid — the shifted frame's (wy·w + i, wx·w + j) is the grid's at (+s) mod size — and t its
+  // index in the [B, nW, w·w] windows tensor.
+  template <typename Fn>
+  static void for_each_window_token(const WindowGeometry& g, int64_t B, Fn fn) {
     const int w = g.window;
     for (int64_t b = 0; b < B; ++b)
       for (int wy = g.row0; wy < g.row0 + g.rows; ++wy)
         for (int wx = 0; wx < g.nww(); ++wx)
           for (int i = 0; i < w; ++i)
-            for (int j = 0; j < w; ++j) {
-              const int py = (wy * w + i + g.shift) % g.hp, px = (wx * w + j + g.shift) % g.wp;
-              if (py >= g.h || px >= g.w) continue;
-              const float* src =
-                  win.data + (((b * g.windows() + (wy - g.row0) * g.nww() + wx) * w + i) * w + j) * C;
-              for (int64_t c = 0; c < C; ++c) x.data[((b * g.h + py) * g.w + px) * C + c] += src[c];
-            }
+            for (int j = 0; j < w; ++j)
+              fn(b, (wy * w + i + g.shift) % g.hp, (wx * w + j + g.shift) % g.wp,
+                 ((b * g.windows() + (wy - g.row0) * g.nww() + wx) * w + i) * w + j);
   }
 
   void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
