@@ -20,11 +20,8 @@ namespace biref {
 struct HostTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
-  int64_t numel() const {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return n;
-  }
+  // Throws biref::Error on a negative dimension or a product that overflows 64 bits.
+  int64_t numel() const;
 };
 
 enum class Device {

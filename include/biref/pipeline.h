@@ -6,23 +6,9 @@
 #include <vector>
 
 #include "biref/biref.h"
+#include "biref/image.h"
 
 namespace biref {
-
-// 8-bit interleaved pixels: 3 channels RGB, or 1 channel gray, rows without padding.
-struct Image {
-  int width = 0, height = 0, channels = 0;
-  std::vector<uint8_t> pixels;
-};
-
-// Decodes any format OpenCV reads (EXIF orientation applied); gray becomes three equal channels
-// and alpha is dropped, as the official cv2.imread(path) does. Returns RGB.
-Image read_image(const std::string& path);
-// Whether `path`'s extension names a format write_image can encode (.png, .jpg, .bmp, .tif, ...).
-bool can_write_image(const std::string& path);
-// Writes a PNG (or any format by extension) atomically: a temp file renamed at the end, so no
-// half-written output is ever left under `path`.
-void write_image(const std::string& path, const Image& image);
 
 // RGB image -> model input [1, 3, height, width]: cv::resize INTER_LINEAR on the 8-bit image,
 // v/255, ImageNet mean/std.

@@ -23,9 +23,21 @@ template <typename... Args>
 // "[1, 3, 256, 256]"
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// The number of elements of `shape`; throws biref::Error naming the shape when a dimension is
+// negative or the product does not fit in 64 bits (it would wrap, and pass every later check).
+int64_t checked_numel(const std::vector<int64_t>& shape);
+// a * b (both >= 0), or a biref::Error naming `what` when the product overflows.
+int64_t checked_mul(int64_t a, int64_t b, const char* what);
+
+// The largest thread count biref accepts: a few times the hardware threads (OpenMP would start
+// them all, and a typo such as 1000 would only make everything slower).
+int max_threads();
+// Throws biref::Error naming `flag` unless 0 <= threads <= max_threads().
+void check_threads(int threads, const char* flag);
+
 }  // namespace biref
 
-#define BIREF_CHECK(cond, ...)             \
-  do {                                     \
+#define BIREF_CHECK(cond, ...)               \
+  do {                                       \
     if (!(cond)) ::biref::fail(__VA_ARGS__); \
   } while (0)

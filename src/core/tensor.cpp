@@ -10,6 +10,8 @@
 
 namespace biref {
 
+int64_t numel_of(const Shape& s) { return checked_numel(s); }
+
 namespace {
 
 // Large blocks are mapped straight from the kernel and unmapped when freed: the C allocator keeps

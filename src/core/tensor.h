@@ -12,11 +12,8 @@ namespace biref {
 
 using Shape = std::vector<int64_t>;
 
-inline int64_t numel_of(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
+// Throws biref::Error on a negative dimension or a product that overflows 64 bits.
+int64_t numel_of(const Shape& s);
 
 struct Tensor {
   Shape shape;

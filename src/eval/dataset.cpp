@@ -8,10 +8,10 @@
 #include <map>
 #include <mutex>
 #include <opencv2/core/utility.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <stdexcept>
 #include <thread>
 
+#include "biref/image.h"
 #include "core/check.h"
 
 namespace biref::eval {
@@ -62,8 +62,8 @@ std::map<std::string, std::string> list_images(const std::string& dir, const cha
 }  // namespace
 
 const std::vector<std::string>& image_extensions() {
-  static const std::vector<std::string> exts = {".png", ".jpg",  ".jpeg", ".bmp",
-                                                ".tif", ".tiff", ".webp"};
+  static const std::vector<std::string> exts = {".png",  ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+                                                ".webp", ".pgm", ".pnm",  ".ppm", ".pbm"};
   return exts;
 }
 
@@ -88,6 +88,11 @@ Pairing pair_folders(const std::string& pred_dir, const std::string& gt_dir) {
 }
 
 namespace {
+
+// A GT or prediction file that could not be read or decoded: reported and skipped.
+struct UnreadableFile {
+  std::string file, message;
+};
 
 // Restores OpenCV's thread count on every path out of evaluate_pairs.
 class CvThreadsGuard {
@@ -151,19 +156,31 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
       const Pair& pair = pairs[i];
       Finished f{false, {}, {}, {}};
       try {
-        const cv::Mat gt = cv::imread(pair.gt_path, cv::IMREAD_GRAYSCALE);
-        const cv::Mat pred =
-            gt.empty() ? cv::Mat() : cv::imread(pair.pred_path, cv::IMREAD_GRAYSCALE);
-        if (gt.empty()) {
-          f.error_file = pair.gt_path;
-          f.error = "unreadable GT image, skipped";
-        } else if (pred.empty()) {
-          f.error_file = pair.pred_path;
-          f.error = "unreadable prediction image, skipped";
-        } else {
-          f.scores = score_image(pred, gt, options.groups);
-          f.ok = true;
+        // Both read as 8-bit gray, as the official evaluator's cv2.imread(p, IMREAD_GRAYSCALE),
+        // with the pixel limit checked before decoding.
+        DecodeOptions gray;
+        gray.channels = 1;
+        gray.max_pixels = options.max_image_pixels;
+        Image gt, pred;
+        bool reading_gt = true;
+        try {
+          gt = read_image(pair.gt_path, gray);
+          reading_gt = false;
+          pred = read_image(pair.pred_path, gray);
+        } catch (const Error& e) {
+          throw UnreadableFile{
+              reading_gt ? pair.gt_path : pair.pred_path,
+              str_cat(reading_gt ? "unreadable GT image (" : "unreadable prediction (", e.what(),
+                      ")")};
         }
+        const cv::Mat gt_mat(gt.height, gt.width, CV_8UC1, gt.pixels.data());
+        const cv::Mat pred_mat(pred.height, pred.width, CV_8UC1, pred.pixels.data());
+        f.scores = score_image(pred_mat, gt_mat, options.groups);
+        f.ok = true;
+      } catch (const UnreadableFile& u) {
+        f.ok = false;
+        f.error_file = u.file;
+        f.error = u.message + ", skipped";
       } catch (const std::exception& e) {  // a decoder error, a too large image, out of memory
         f.ok = false;
         f.error_file = pair.pred_path;

@@ -49,6 +49,9 @@ struct RunOptions {
   unsigned groups = kAllGroups;
   int threads = 0;           // 0: the number of hardware threads
   bool keep_images = false;  // keep the per-image values
+  // Images above this many pixels are reported and skipped without being decoded;
+  // 0: biref::default_max_image_pixels().
+  int64_t max_image_pixels = 0;
   // Called after each image (from the aggregating thread, serialised): done, total.
   std::function<void(size_t, size_t)> progress;
 };

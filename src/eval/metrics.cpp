@@ -527,11 +527,13 @@ ImageScores score_image(const cv::Mat& pred_in, const cv::Mat& gt, unsigned grou
     }
   }
   // p = v/255, stretched to [0, 1] unless constant; q = trunc(p·255), in the reference's order.
+  // Values outside [vmin, vmax] do not occur in this image: their entries (which the stretch
+  // would put below 0 or above 1, and q outside the 256 thresholds) are clamped, and count 0.
   const double lo = vmin / 255.0, hi = vmax / 255.0;
   double sum_p = 0;
   for (int v = 0; v < 256; ++v) {
     double p = v / 255.0;
-    if (vmax != vmin) p = (p - lo) / (hi - lo);
+    if (vmax != vmin) p = v < vmin ? 0.0 : v > vmax ? 1.0 : (p - lo) / (hi - lo);
     pr.p[v] = p;
     pr.q[v] = int(p * 255);
     sum_p += double(pr.hist_fg[v] + pr.hist_bg[v]) * p;

@@ -72,7 +72,7 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
-  BIREF_CHECK(options.threads >= 0, "threads must be 0 (all cores) or positive, got ", options.threads);
+  check_threads(options.threads, "threads");
   BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
   if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
@@ -106,6 +106,8 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
 }
 
 ModelInfo Model::info() const { return impl_->info; }
+
+int64_t HostTensor::numel() const { return checked_numel(shape); }
 
 namespace {
 void check_input(const HostTensor& input, int channel_axis, const char* layout) {

@@ -2,82 +2,16 @@
 
 #include <cmath>
 #include <filesystem>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "core/atomic_file.h"
 #include "core/check.h"
+#include "image/codec.h"
 #include "ops/ops.h"
 
 namespace biref {
 
 namespace fs = std::filesystem;
 
-Image read_image(const std::string& path) {
-  std::error_code ec;
-  BIREF_CHECK(fs::exists(path, ec), "image '", path, "' does not exist");
-  BIREF_CHECK(fs::is_regular_file(path, ec), "image '", path, "' is not a file");
-  const cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
-  BIREF_CHECK(!bgr.empty(), "cannot decode image '", path, "' (not an image, or a format OpenCV lacks)");
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  Image im;
-  im.width = rgb.cols;
-  im.height = rgb.rows;
-  im.channels = 3;
-  im.pixels.assign(rgb.data, rgb.data + rgb.total() * 3);
-  return im;
-}
-
-namespace {
-void check_image(const Image& image, const char* what) {
-  BIREF_CHECK(image.width > 0 && image.height > 0 &&
-                  (image.channels == 1 || image.channels == 3 || image.channels == 4),
-              what, ": not an image (", image.width, "x", image.height, ", ", image.channels,
-              " channels)");
-  BIREF_CHECK(image.pixels.size() == size_t(image.width) * image.height * image.channels, what,
-              ": ", image.pixels.size(), " bytes of pixels for ", image.width, "x", image.height,
-              "x", image.channels);
-}
-}  // namespace
-
-bool can_write_image(const std::string& path) {
-  const std::string ext = fs::path(path).extension().string();
-  return !ext.empty() && cv::haveImageWriter("x" + ext);
-}
-
-void write_image(const std::string& path, const Image& image) {
-  check_image(image, "write_image");
-  const int type = image.channels == 1 ? CV_8UC1 : (image.channels == 3 ? CV_8UC3 : CV_8UC4);
-  cv::Mat m(image.height, image.width, type, const_cast<uint8_t*>(image.pixels.data()));
-  cv::Mat out;
-  if (image.channels == 3) {
-    cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
-  } else if (image.channels == 4) {
-    cv::cvtColor(m, out, cv::COLOR_RGBA2BGRA);
-  } else {
-    out = m;
-  }
-  const fs::path target(path);
-  const std::string ext = target.extension().string();
-  BIREF_CHECK(!ext.empty(), "output '", path, "' has no extension (e.g. .png)");
-  std::vector<uchar> buf;
-  bool ok = false;
-  try {
-    ok = cv::imencode(ext, out, buf);
-  } catch (const cv::Exception&) {
-    ok = false;
-  }
-  BIREF_CHECK(ok, "cannot encode '", path, "': unsupported extension '", ext, "'");
-  AtomicFile file(path);
-  FILE* f = std::fopen(file.temp_path().c_str(), "wb");
-  BIREF_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
-  const size_t n = std::fwrite(buf.data(), 1, buf.size(), f);
-  const bool flushed = n == buf.size() && std::fflush(f) == 0;
-  const bool good = std::fclose(f) == 0 && flushed;  // close reports delayed write errors
-  BIREF_CHECK(good, "error writing '", path, "' (disk full?)");
-  file.commit();
-}
 
 HostTensor preprocess(const Image& rgb, int width, int height) {
   check_image(rgb, "preprocess");

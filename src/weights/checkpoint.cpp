@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "core/check.h"
+#include "core/file.h"
 #include "core/half.h"
 #include "weights/pth.h"
 #include "weights/safetensors.h"
@@ -18,16 +19,26 @@ namespace biref {
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::F64: return "F64";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::Bool: return "BOOL";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::F64:
+      return "F64";
+    case DType::I64:
+      return "I64";
+    case DType::I32:
+      return "I32";
+    case DType::I16:
+      return "I16";
+    case DType::I8:
+      return "I8";
+    case DType::U8:
+      return "U8";
+    case DType::Bool:
+      return "BOOL";
   }
   return "?";
 }
@@ -35,15 +46,19 @@ const char* dtype_name(DType t) {
 size_t dtype_size(DType t) {
   switch (t) {
     case DType::F64:
-    case DType::I64: return 8;
+    case DType::I64:
+      return 8;
     case DType::F32:
-    case DType::I32: return 4;
+    case DType::I32:
+      return 4;
     case DType::F16:
     case DType::BF16:
-    case DType::I16: return 2;
+    case DType::I16:
+      return 2;
     case DType::I8:
     case DType::U8:
-    case DType::Bool: return 1;
+    case DType::Bool:
+      return 1;
   }
   return 1;
 }
@@ -82,16 +97,33 @@ std::vector<float> TensorData::to_f32() const {
   };
   auto cast = [](auto v) { return float(v); };
   switch (dtype) {
-    case DType::F32: break;
-    case DType::F16: convert(uint16_t{}, [](uint16_t v) { return f16_to_f32(v); }); break;
-    case DType::BF16: convert(uint16_t{}, [](uint16_t v) { return bf16_to_f32(v); }); break;
-    case DType::F64: convert(double{}, cast); break;
-    case DType::I64: convert(int64_t{}, cast); break;
-    case DType::I32: convert(int32_t{}, cast); break;
-    case DType::I16: convert(int16_t{}, cast); break;
-    case DType::I8: convert(int8_t{}, cast); break;
+    case DType::F32:
+      break;
+    case DType::F16:
+      convert(uint16_t{}, [](uint16_t v) { return f16_to_f32(v); });
+      break;
+    case DType::BF16:
+      convert(uint16_t{}, [](uint16_t v) { return bf16_to_f32(v); });
+      break;
+    case DType::F64:
+      convert(double{}, cast);
+      break;
+    case DType::I64:
+      convert(int64_t{}, cast);
+      break;
+    case DType::I32:
+      convert(int32_t{}, cast);
+      break;
+    case DType::I16:
+      convert(int16_t{}, cast);
+      break;
+    case DType::I8:
+      convert(int8_t{}, cast);
+      break;
     case DType::U8:
-    case DType::Bool: convert(uint8_t{}, cast); break;
+    case DType::Bool:
+      convert(uint8_t{}, cast);
+      break;
   }
   return out;
 }
@@ -124,21 +156,46 @@ std::string strip_wrapper_prefixes(std::string name) {
   return name;
 }
 
+namespace {
+
+enum class Sniffed { Pth, Safetensors };
+
+// The format of a checkpoint file from its first bytes. Only regular files: a FIFO or a device
+// named by mistake would block or never end.
+Sniffed sniff_checkpoint(const std::string& path) {
+  check_readable_file(path, "checkpoint");
+  std::ifstream f(path, std::ios::binary);
+  BIREF_CHECK(f.good(), "cannot open checkpoint '", path, "'");
+  unsigned char head[16] = {};
+  f.read(reinterpret_cast<char*>(head), sizeof head);
+  const size_t got = size_t(f.gcount());
+  BIREF_CHECK(got > 0, "checkpoint '", path, "' is empty");
+  // PyTorch checkpoints: zip (PK) or the legacy pickle stream (PROTO opcode 0x80).
+  if (looks_like_pth(head, got)) return Sniffed::Pth;
+  // safetensors: an 8-byte little-endian header length, then the JSON header's '{'.
+  if (got >= 9 && head[8] == '{') return Sniffed::Safetensors;
+  std::string shown;  // printable bytes as they are, the others as \xHH
+  for (size_t i = 0; i < got; ++i) {
+    const unsigned char c = head[i];
+    shown += c >= 32 && c < 127 && c != '\\'
+                 ? std::string(1, char(c))
+                 : str_cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+  }
+  fail("checkpoint '", path, "' is neither a safetensors file nor a PyTorch checkpoint (zip or ",
+       "legacy format): it starts with \"", shown, "\"");
+}
+
+}  // namespace
+
 Checkpoint load_checkpoint(const std::string& source) {
   if (std::string p = resolve_model_source(source); p != source) return load_checkpoint(p);
   if (source.rfind("synthetic:", 0) == 0) return synthetic_checkpoint_from_spec(source);
-  std::error_code ec;
-  BIREF_CHECK(!std::filesystem::is_directory(source, ec), "checkpoint '", source,
-              "' is a folder, not a file");
-  std::ifstream f(source, std::ios::binary);
-  BIREF_CHECK(f.good(), "cannot open checkpoint '", source, "'");
-  unsigned char head[8] = {};
-  f.read(reinterpret_cast<char*>(head), 8);
-  const std::streamsize got = f.gcount();
-  BIREF_CHECK(got > 0, "checkpoint '", source, "' is empty");
-  // PyTorch checkpoints: zip (PK) or the legacy pickle stream (PROTO opcode 0x80).
-  if (looks_like_pth(head, size_t(got))) return load_pth(source);
-  return load_safetensors(source);
+  // The format is told by content, never by the file name.
+  return sniff_checkpoint(source) == Sniffed::Pth ? load_pth(source) : load_safetensors(source);
+}
+
+void check_checkpoint_signature(const std::string& path) {
+  sniff_checkpoint(path);
 }
 
 }  // namespace biref

@@ -46,6 +46,11 @@ void release_tensor(Checkpoint& ck, const std::string& name);
 // repeatedly, as the official check_state_dict does.
 std::string strip_wrapper_prefixes(std::string name);
 
+// Throws biref::Error naming `path` unless the file starts like a checkpoint biref reads
+// (safetensors, or a PyTorch zip / legacy file): an HTML error page saved under a model's name,
+// a truncated or empty file are refused with their first bytes shown.
+void check_checkpoint_signature(const std::string& path);
+
 // Opens a checkpoint by file content (safetensors or PyTorch .pth), or a built-in source
 // "synthetic:BACKBONE[:SEED]". Throws biref::Error naming the file on any problem.
 Checkpoint load_checkpoint(const std::string& source);

@@ -374,6 +374,15 @@ DownloadResult download_file(const std::string& url, const std::string& dest,
     result.verified = true;
   }
   std::error_code ec;
+  if (options.check) {
+    try {
+      options.check(part);
+    } catch (const Error& e) {
+      fs::remove(part, ec);
+      end_line("failed");
+      fail("cannot download ", url, ": ", e.what(), "; the file was deleted");
+    }
+  }
   fs::rename(part, dest, ec);  // same directory: atomic, readers never see a partial file
   if (ec) {
     end_line("failed");

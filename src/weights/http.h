@@ -3,6 +3,7 @@
 // sha256 the Hugging Face hub publishes for LFS files (X-Linked-Etag) when the server sends it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace biref {
@@ -13,6 +14,10 @@ struct DownloadOptions {
   int max_attempts = 3;  // an interrupted transfer is resumed this many times in all
   long connect_timeout_s = 30;
   long stall_timeout_s = 60;  // abort a transfer that moves no byte for this long
+  // Called with the path of the complete download before it is renamed into place; a
+  // biref::Error it throws rejects the file (an error page instead of a model, ...), which is
+  // then deleted so that it never enters the cache.
+  std::function<void(const std::string& path)> check;
 };
 
 struct DownloadResult {

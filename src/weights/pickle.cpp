@@ -81,7 +81,27 @@ bool allowed_global(const std::string& g) {
   DType dt;
   return g == "collections.OrderedDict" || g == "torch._utils._rebuild_tensor_v2" ||
          g == "torch._utils._rebuild_tensor" || g == "torch._utils._rebuild_parameter" ||
-         g == "torch._utils._rebuild_parameter_with_state" || storage_dtype(g, dt);
+         g == "torch._utils._rebuild_parameter_with_state" || g == "_codecs.encode" ||
+         g == "__builtin__.bytes" || g == "builtins.bytes" || storage_dtype(g, dt);
+}
+
+// The bytes of a str whose code points are all below 256 (Python's s.encode('latin1')), from
+// its UTF-8 form; false when a code point is larger or the UTF-8 is malformed.
+bool latin1_bytes(const std::string& utf8, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < utf8.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(utf8[i]);
+    if (c < 0x80) {
+      out.push_back(char(c));
+    } else if ((c & 0xE0) == 0xC0 && c <= 0xC3 && i + 1 < utf8.size() &&
+               (static_cast<unsigned char>(utf8[i + 1]) & 0xC0) == 0x80) {
+      out.push_back(char(((c & 0x1F) << 6) | (static_cast<unsigned char>(utf8[i + 1]) & 0x3F)));
+      ++i;
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::string printable(std::string_view s) {
@@ -335,6 +355,22 @@ class Machine {
     }
     if (g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor") {
       return rebuild_tensor(g, args);
+    }
+    // Protocol 2 (torch.save's default) has no bytes opcode: Python pickles b"..." as
+    // _codecs.encode("...", "latin1"), and b"" as bytes().
+    if (g == "_codecs.encode") {
+      const auto& a = args->items;
+      std::string b;
+      if (a.size() != 2 || a[0]->kind != Kind::Str || a[1]->kind != Kind::Str ||
+          (a[1]->s != "latin1" && a[1]->s != "latin-1") || !latin1_bytes(a[0]->s, b)) {
+        bad("unsupported pickle: _codecs.encode is only read as bytes pickled by Python "
+            "(a str and 'latin1')");
+      }
+      return make_str(Kind::Bytes, b);
+    }
+    if (g == "__builtin__.bytes" || g == "builtins.bytes") {
+      if (!args->items.empty()) bad("unsupported pickle: bytes() called with arguments");
+      return make_str(Kind::Bytes, "");
     }
     if (g == "torch._utils._rebuild_parameter" ||
         g == "torch._utils._rebuild_parameter_with_state") {

@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "weights/pickle.h"
 
 namespace biref {
@@ -550,6 +551,7 @@ bool looks_like_pth(const unsigned char* head, size_t n) {
 }
 
 Checkpoint load_pth(const std::string& path) {
+  check_readable_file(path, "checkpoint");  // a FIFO or device would block or never end
   unsigned char head[4] = {};
   {
     std::ifstream f(path, std::ios::binary);

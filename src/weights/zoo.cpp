@@ -1,11 +1,13 @@
 #include "weights/zoo.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "weights/checkpoint.h"
 #include "weights/http.h"
 #include "weights/zoo_table.h"  // generated from models/zoo.json
 
@@ -129,9 +131,20 @@ std::string hf_url(const HfFile& f) {
 std::string fetch_hf_file(const HfFile& f, const std::string& label) {
   const std::string path = cached_path(f);
   std::error_code ec;
-  if (fs::is_regular_file(path, ec)) return path;  // complete files only: no network at all
+  if (fs::is_regular_file(path, ec)) {  // complete files only: no network at all
+    try {
+      check_checkpoint_signature(path);
+      return path;
+    } catch (const Error& e) {
+      // Left by an older biref that did not check downloads: not a model, so fetched again.
+      std::fprintf(stderr, "biref: the cached %s is not a checkpoint (%s); downloading it again\n",
+                   path.c_str(), e.what());
+      fs::remove(path, ec);
+    }
+  }
   DownloadOptions options;
   options.label = label.empty() ? f.repo + "/" + f.file : label;
+  options.check = [](const std::string& part) { check_checkpoint_signature(part); };
   try {
     download_file(hf_url(f), path, options);
   } catch (const Error& e) {

@@ -13,6 +13,7 @@
 #include "biref/biref.h"
 #include "command.h"
 #include "common.h"
+#include "core/check.h"
 
 namespace {
 
@@ -33,7 +34,8 @@ double measure_sgemm(int n, int reps) {
   std::vector<float> a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> d(-1.f, 1.f);
-  for (auto* v : {&a, &b}) for (auto& x : *v) x = d(rng);
+  for (auto* v : {&a, &b})
+    for (auto& x : *v) x = d(rng);
   double best = 0;
   for (int r = 0; r < reps + 1; ++r) {
     const auto t = Clock::now();
@@ -54,6 +56,12 @@ struct BenchOptions {
 int run_bench(const BenchOptions& o) {
   int W = 0, H = 0;
   biref::cli::parse_size(o.size, "--size", W, H);
+  biref::cli::check_model_size(W, H, "--size");
+  BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
+  BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
+  biref::check_threads(o.threads, "--threads");
+  // The input alone: B x 3 x H x W floats, computed without wrapping, before the model is loaded.
+  const int64_t input_floats = biref::checked_numel({o.batch, 3, H, W});
   biref::LoadOptions lo;
   lo.threads = o.threads;
   lo.device = o.reference ? biref::Device::Reference : biref::Device::Cpu;
@@ -64,13 +72,19 @@ int run_bench(const BenchOptions& o) {
 
   biref::HostTensor x;
   x.shape = {o.batch, 3, H, W};
-  x.data.resize(size_t(x.numel()));
+  try {
+    x.data.resize(size_t(input_floats));
+  } catch (const std::exception&) {  // bad_alloc, or length_error past the vector's max_size
+    biref::fail("cannot allocate the input of ", biref::shape_str(x.shape), " (",
+                double(input_floats) * 4 / (1 << 30), " GiB)");
+  }
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (auto& v : x.data) v = nd(rng);
 
   if (!o.json) {
-    std::fprintf(stderr, "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s, %d threads\n",
+    std::fprintf(stderr,
+                 "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s, %d threads\n",
                  info.source.c_str(), info.description.c_str(), info.parameters / 1e6, load_ms,
                  info.device.c_str(), omp_get_max_threads());
   }
@@ -83,7 +97,8 @@ int run_bench(const BenchOptions& o) {
     model->forward(x);
     const double ms = ms_since(t);
     if (r == 0) first_ms = ms;
-    if (!o.json) std::fprintf(stderr, "  run %d%s: %.1f ms\n", r + 1, r < o.warmup ? " (warm-up)" : "", ms);
+    if (!o.json)
+      std::fprintf(stderr, "  run %d%s: %.1f ms\n", r + 1, r < o.warmup ? " (warm-up)" : "", ms);
     if (r < o.warmup) continue;
     lat.push_back(ms);
     for (const auto& s : model->last_timings()) stages[s.name].push_back(s.ms);
@@ -132,7 +147,8 @@ int run_bench(const BenchOptions& o) {
   std::printf("  first run       %8.0f ms\n", first_ms);
   std::printf("  latency median  %8.1f ms   (min %.1f, max %.1f over %d runs)\n", med,
               j["min_ms"].get<double>(), j["max_ms"].get<double>(), o.runs);
-  for (auto& [name, v] : st.items()) std::printf("    %-14s %8.1f ms\n", name.c_str(), v.get<double>());
+  for (auto& [name, v] : st.items())
+    std::printf("    %-14s %8.1f ms\n", name.c_str(), v.get<double>());
   if (o.profile) {
     std::printf("  ops (last run, wall time):\n");
     for (const auto& p : model->last_op_profile())
@@ -148,24 +164,20 @@ int run_bench(const BenchOptions& o) {
 
 }  // namespace
 
-BIREF_COMMAND(bench, "Measure load time, latency per stage, GFLOP/s and peak memory",
-              [](CLI::App& app) -> biref::cli::RunFn {
-                auto o = std::make_shared<BenchOptions>();
-                app.add_option("--model,-m", o->model,
-                               "checkpoint file or synthetic:BACKBONE[:SEED]")
-                    ->capture_default_str();
-                app.add_option("--size,-s", o->size, "input WIDTHxHEIGHT (multiples of 32)")
-                    ->capture_default_str();
-                app.add_option("--runs,-n", o->runs, "timed runs")->capture_default_str()
-                    ->check(CLI::PositiveNumber);
-                app.add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()
-                    ->check(CLI::NonNegativeNumber);
-                app.add_option("--threads,-t", o->threads, "threads (0: all cores)")
-                    ->capture_default_str();
-                app.add_option("--batch,-b", o->batch, "batch size")->capture_default_str()
-                    ->check(CLI::PositiveNumber);
-                app.add_flag("--reference", o->reference, "run the naive reference kernels");
-                app.add_flag("--json", o->json, "print one JSON object");
-                app.add_flag("--profile", o->profile, "time every op kind (last run)");
-                return [o] { return run_bench(*o); };
-              });
+BIREF_COMMAND(
+    bench, "Measure load time, latency per stage, GFLOP/s and peak memory",
+    [](CLI::App& app) -> biref::cli::RunFn {
+      auto o = std::make_shared<BenchOptions>();
+      app.add_option("--model,-m", o->model, "checkpoint file or synthetic:BACKBONE[:SEED]")
+          ->capture_default_str();
+      app.add_option("--size,-s", o->size, "input WIDTHxHEIGHT (multiples of 32)")
+          ->capture_default_str();
+      app.add_option("--runs,-n", o->runs, "timed runs")->capture_default_str();
+      app.add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str();
+      app.add_option("--threads,-t", o->threads, "threads (0: all cores)")->capture_default_str();
+      app.add_option("--batch,-b", o->batch, "batch size")->capture_default_str();
+      app.add_flag("--reference", o->reference, "run the naive reference kernels");
+      app.add_flag("--json", o->json, "print one JSON object");
+      app.add_flag("--profile", o->profile, "time every op kind (last run)");
+      return [o] { return run_bench(*o); };
+    });

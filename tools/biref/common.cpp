@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
+#include "biref/image.h"
 #include "core/check.h"
 
 namespace biref::cli {
@@ -31,6 +33,33 @@ void parse_size(const std::string& text, const std::string& flag, int& w, int& h
   h = b;
 }
 
+void check_model_size(int w, int h, const std::string& flag) {
+  BIREF_CHECK(w > 0 && h > 0 && w % 32 == 0 && h % 32 == 0, flag, " ", w, "x", h,
+              " is not supported: width and height must be multiples of 32 (e.g. 1024x1024)");
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  if (a.empty() || b.empty()) return false;
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec) && !ec;
+  const fs::path pa = fs::weakly_canonical(fs::absolute(a, ec), ec);
+  const fs::path pb = fs::weakly_canonical(fs::absolute(b, ec), ec);
+  return pa == pb;
+}
+
+void check_not_an_input(const std::string& out, const std::string& in, const std::string& what) {
+  BIREF_CHECK(!same_file(out, in), "output '", out, "' is ", what, " '", in,
+              "': refusing to overwrite an input (choose another output name)");
+}
+
+void add_max_image_pixels(CLI::App& app, int64_t& value) {
+  app.add_option("--max-image-pixels", value,
+                 "refuse images above this many pixels before decoding them (default: "
+                 "$BIREF_MAX_IMAGE_PIXELS, else " +
+                     std::to_string(biref::kDefaultMaxImagePixels) + ")");
+}
+
 double peak_rss_mb() {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -40,6 +69,8 @@ double peak_rss_mb() {
   return 0.0;
 }
 
-bool stderr_is_terminal() { return isatty(STDERR_FILENO) == 1; }
+bool stderr_is_terminal() {
+  return isatty(STDERR_FILENO) == 1;
+}
 
 }  // namespace biref::cli

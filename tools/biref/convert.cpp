@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "command.h"
+#include "common.h"
 #include "core/check.h"
 #include "core/half.h"
 #include "model/config.h"
@@ -88,6 +89,7 @@ int run_convert(const ConvertOptions& o) {
     BIREF_CHECK(o.files.size() == 2, "expected IN OUT (or --synthetic BACKBONE OUT), got ",
                 o.files.size(), " file", o.files.size() == 1 ? "" : "s");
     out = o.files[1];
+    check_not_an_input(out, o.files[0], "the input checkpoint");
     ck = load_checkpoint(o.files[0]);
   }
   BIREF_CHECK(!out.empty(), "empty output file name");

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "common.h"
 #include "core/check.h"
 #include "eval/dataset.h"
 #include "eval/metrics.h"
@@ -37,6 +39,7 @@ struct EvalOptions {
   std::string metrics = "all", format = "table", plot, output;
   bool per_image = false, quiet = false;
   int threads = 0;
+  int64_t max_image_pixels = 0;  // 0: the default limit
 };
 
 struct Named {
@@ -233,6 +236,8 @@ int run_eval(const EvalOptions& o) {
   BIREF_CHECK(o.format == "table" || o.format == "json" || o.format == "csv", "unknown --format '",
               o.format, "' (table, json or csv)");
   const std::vector<Key> keys = parse_metric_list(o.metrics);
+  check_threads(o.threads, "--threads");
+  BIREF_CHECK(o.max_image_pixels >= 0, "--max-image-pixels must be positive");
   const unsigned groups = groups_of(keys) | (o.plot.empty() ? 0u : unsigned(kGroupF));
 
   std::vector<Named> datasets, methods;
@@ -278,6 +283,24 @@ int run_eval(const EvalOptions& o) {
       j.pairing = pair_folders(j.pred_dir, j.gt_dir);
       jobs.push_back(std::move(j));
     }
+  // No output may replace or join the images: an existing file in a GT or prediction folder, or
+  // an image file there (it would be paired the next time), is refused before anything runs.
+  for (const std::string& out : {o.output, png, svg}) {
+    if (out.empty()) continue;
+    const fs::path parent = fs::absolute(out).parent_path();
+    std::error_code ec;
+    const bool exists = fs::exists(out, ec);
+    std::string ext = fs::path(out).extension().string();
+    for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+    const auto& exts = image_extensions();
+    const bool image_name = std::find(exts.begin(), exts.end(), ext) != exts.end();
+    for (const Job& j : jobs)
+      for (const auto& [dir, what] :
+           {std::pair{j.gt_dir, "GT"}, std::pair{j.pred_dir, "prediction"}})
+        BIREF_CHECK(!((exists || image_name) && fs::equivalent(parent, dir, ec)), "output '", out,
+                    "' lies in the ", what, " folder '", dir,
+                    "': refusing to write into an input folder (choose another output path)");
+  }
 
   const bool tty = isatty(fileno(stderr)) && !o.quiet;
   const auto t0 = std::chrono::steady_clock::now();
@@ -293,6 +316,7 @@ int run_eval(const EvalOptions& o) {
     ro.groups = groups;
     ro.threads = o.threads;
     ro.keep_images = o.per_image;
+    ro.max_image_pixels = o.max_image_pixels;
     ro.progress = [&progress](size_t done, size_t total) { progress(done, total); };
     j.result = evaluate_pairs(j.pairing.pairs, ro);
     for (const Problem& p : j.result.problems)
@@ -369,6 +393,7 @@ BIREF_COMMAND(eval, "Score prediction folders against GT folders (DIS / SOD metr
                 app.add_option("--threads", o->threads, "Worker threads (0: all cores)")
                     ->capture_default_str();
                 app.add_option("-o,--output", o->output, "Write the report to this file");
+                add_max_image_pixels(app, o->max_image_pixels);
                 app.add_flag("-q,--quiet", o->quiet, "No progress bar and no timing line");
                 return [o] { return run_eval(*o); };
               });
