@@ -43,9 +43,11 @@ std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h)
   BIREF_CHECK(out_w > 0 && out_h > 0, "probabilities: bad output size ", out_w, "x", out_h);
   Tensor p = Tensor::empty({1, h, w, 1});
   for (int64_t i = 0; i < h * w; ++i) p.data[i] = 1.f / (1.f + std::exp(-logits.data[i]));
-  Tensor full = Tensor::empty({1, out_h, out_w, 1});
+  // Resized straight into the returned buffer: one full-size float copy, not two.
+  std::vector<float> prob(size_t(checked_mul(out_w, out_h, "probabilities")));
+  Tensor full = Tensor::wrap(prob.data(), {1, out_h, out_w, 1});
   cpu_resize_bilinear_ac(p, full);
-  return std::vector<float>(full.data, full.data + full.numel());
+  return prob;
 }
 
 Image mask_from_probabilities(const std::vector<float>& prob, int width, int height) {
