@@ -20,6 +20,12 @@ std::vector<float> probabilities(const HostTensor& logits, int out_w, int out_h)
 // round(255·p), half away from zero, clamped: a 1-channel image.
 Image mask_from_probabilities(const std::vector<float>& prob, int width, int height);
 
+// The official refine_foreground ("blur fusion" foreground estimation, box blurs of r = 90 then
+// r = 6): the colours of the foreground of `rgb` under `mask` (one channel, the image's size),
+// with the background's colour bleeding removed at the edges. Returns RGB; paired with the mask
+// as alpha it is the cut-out. O(pixels) whatever the radius, multi-threaded.
+Image refine_foreground(const Image& rgb, const Image& mask);
+
 // The whole path: image -> mask at the image's size, the model run at width × height.
 Image segment(Model& model, const Image& rgb, int width, int height);
 
