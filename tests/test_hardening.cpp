@@ -241,6 +241,23 @@ TEST(ImageLimits, ProbeReadsTheSizeOfEveryFormat) {
             std::string::npos);
 }
 
+TEST(ImageLimits, EveryPrefixOfAHeaderIsAnErrorNotAnOverread) {
+  // Under the sanitizers this catches a header field read past the end of a short file (the
+  // fuzzer found one: a 30-byte WebP whose VP8X canvas size ends at byte 31).
+  const Image im = gradient_rgb(37, 23);
+  for (const std::string ext : {".png", ".jpg", ".webp", ".tif", ".bmp", ".ppm"}) {
+    const std::vector<uint8_t> bytes = encode_image(im, ext);
+    for (size_t n = 0; n < std::min<size_t>(bytes.size(), 96); ++n) {
+      std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + long(n));  // exactly n bytes
+      EXPECT_THROW(decode_image(prefix.data(), n, ext), Error) << ext << " " << n;
+    }
+  }
+  const std::string vp8x = std::string("RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0", 24) + std::string(6, '\x10');
+  ASSERT_EQ(vp8x.size(), 30u);
+  std::vector<uint8_t> exact(vp8x.begin(), vp8x.end());
+  EXPECT_THROW(probe_image(exact.data(), exact.size(), "vp8x.webp"), Error);
+}
+
 TEST(ImageLimits, BombIsRefusedBeforeDecoding) {
   const std::string png = png_declaring(20000, 20000);
   const auto* d = reinterpret_cast<const uint8_t*>(png.data());

@@ -262,6 +262,7 @@ ImageInfo probe_image(const uint8_t* d, size_t n, const std::string& name) {
       const uint32_t bits = le32(d + 21);
       set_size(info, (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, name);
     } else if (std::memcmp(d + 12, "VP8X", 4) == 0) {  // extended: 24-bit canvas sizes minus one
+      if (n < 31) truncated(info, name);
       set_size(info, (le32(d + 24) & 0xFFFFFF) + 1, (le32(d + 27) & 0xFFFFFF) + 1, name);
     } else {
       truncated(info, name);
@@ -305,36 +306,35 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   BIREF_CHECK(is_complete(info, data, size), "image '", name, "' is a truncated ", info.format,
               " file (", size, " bytes; its data ends before the end its header announces)");
 
-  // Decode straight into the output buffer: OpenCV reuses a destination of the right size and
-  // type. Only an EXIF rotation by 90 degrees gives a new matrix, which is then copied.
-  Image im;
-  im.width = info.width;
-  im.height = info.height;
-  im.channels = options.channels;
-  im.pixels.resize(size_t(pixels) * size_t(options.channels));
-  const int type = options.channels == 3 ? CV_8UC3 : CV_8UC1;
-  cv::Mat out(info.height, info.width, type, im.pixels.data());
+  // OpenCV decodes into a matrix of its own (a destination passed in could not tell a decoder
+  // that failed on the header from one that succeeded), then the colour conversion writes
+  // straight into the returned buffer: two full-size copies at the peak, not three.
   BIREF_CHECK(size <= size_t(INT32_MAX), "image '", name, "' is larger than 2 GiB");
   const cv::Mat buf(1, int(size), CV_8U, const_cast<uint8_t*>(data));
   const int flags = options.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE;
+  cv::Mat decoded;
   try {
-    cv::imdecode(buf, flags, &out);
+    decoded = cv::imdecode(buf, flags);
   } catch (const cv::Exception& e) {
     fail("cannot decode image '", name, "' (", info.format, "): ", e.err);
   }
-  BIREF_CHECK(!out.empty(), "cannot decode image '", name, "': the ", info.format,
+  BIREF_CHECK(!decoded.empty(), "cannot decode image '", name, "': the ", info.format,
               " data is corrupt or truncated");
-  if (out.data != im.pixels.data()) {  // rotated by its EXIF orientation
-    BIREF_CHECK(out.type() == type && int64_t(out.rows) * out.cols == pixels, "image '", name,
-                "' decoded to ", out.cols, "x", out.rows, " although its header declares ",
-                info.width, "x", info.height);
-    im.width = out.cols;
-    im.height = out.rows;
-    cv::Mat dst(out.rows, out.cols, type, im.pixels.data());
-    out.copyTo(dst);
-    out = dst;
-  }
-  if (options.channels == 3) cv::cvtColor(out, out, cv::COLOR_BGR2RGB);  // in place
+  const int type = options.channels == 3 ? CV_8UC3 : CV_8UC1;
+  // The same size, or swapped by an EXIF rotation.
+  BIREF_CHECK(decoded.type() == type && int64_t(decoded.rows) * decoded.cols == pixels, "image '",
+              name, "' decoded to ", decoded.cols, "x", decoded.rows, " although its header declares ",
+              info.width, "x", info.height);
+  Image im;
+  im.width = decoded.cols;
+  im.height = decoded.rows;
+  im.channels = options.channels;
+  im.pixels.resize(size_t(pixels) * size_t(options.channels));
+  cv::Mat out(im.height, im.width, type, im.pixels.data());
+  if (options.channels == 3)
+    cv::cvtColor(decoded, out, cv::COLOR_BGR2RGB);
+  else
+    decoded.copyTo(out);
   return im;
 }
 
