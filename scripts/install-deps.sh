@@ -14,6 +14,9 @@ PACKAGES=(
   libbenchmark-dev       # micro-benchmarks
   libzip-dev             # PyTorch .pth checkpoints (zip format)
   libcurl4-openssl-dev   # model zoo downloads from Hugging Face
+  clang libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
+  llvm                   # llvm-symbolizer: file:line in sanitizer reports
+  python3                # fuzz seed corpora (fuzz/make_seeds.py)
 )
 
 missing=()
