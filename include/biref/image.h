@@ -48,6 +48,10 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
 // special file (FIFO, device, folder) is an error naming the path.
 Image read_image(const std::string& path, const DecodeOptions& options = {});
 
+// Pillow's Image.resize with its default filter (bicubic, antialiased when shrinking), bit for
+// bit on 8-bit images: how the official dynamic-size inference resizes (1 or 3 channels).
+Image resize_bicubic_antialiased(const Image& image, int width, int height);
+
 // Whether `path`'s extension names a format write_image can encode (.png, .jpg, .bmp, .tif, ...).
 bool can_write_image(const std::string& path);
 // Encodes to the format named by `ext` (".png", ".jpg", ...).

@@ -10,9 +10,24 @@
 
 namespace biref {
 
-// RGB image -> model input [1, 3, height, width]: cv::resize INTER_LINEAR on the 8-bit image,
-// v/255, ImageNet mean/std.
-HostTensor preprocess(const Image& rgb, int width, int height);
+// How an image is brought to the model size.
+enum class InputResize {
+  // cv::resize INTER_LINEAR on the 8-bit image: the official fixed-size inference.
+  OpenCvBilinear,
+  // Pillow's default resize (bicubic, antialiased), only when the size changes: the official
+  // dynamic-size inference (`--resolution None`).
+  PillowBicubic,
+};
+
+// RGB image -> model input [1, 3, height, width]: the 8-bit image resized, v/255, ImageNet
+// mean/std.
+HostTensor preprocess(const Image& rgb, int width, int height,
+                      InputResize resize = InputResize::OpenCvBilinear);
+
+// The model size of the dynamic-size inference for an image of width x height: each side floored
+// to a multiple of 32 (w // 32 * 32, as the official code), at least 32; when that exceeds
+// `max_pixels` (0: no cap), first scaled down keeping the aspect ratio.
+void dynamic_model_size(int width, int height, int64_t max_pixels, int& model_w, int& model_h);
 
 // Logits [1, 1, h, w] -> sigmoid -> bilinear align_corners=True to out_w × out_h ->
 // probabilities in [0, 1] (row-major, out_h × out_w).

@@ -1,5 +1,6 @@
 #include "biref/pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <opencv2/imgproc.hpp>
@@ -12,15 +13,35 @@ namespace biref {
 
 namespace fs = std::filesystem;
 
+void dynamic_model_size(int width, int height, int64_t max_pixels, int& model_w, int& model_h) {
+  BIREF_CHECK(width > 0 && height > 0, "dynamic size of a ", width, "x", height, " image");
+  double w = width, h = height;
+  if (max_pixels > 0 && double(width / 32 * 32) * double(height / 32 * 32) > double(max_pixels)) {
+    const double s = std::sqrt(double(max_pixels) / (w * h));
+    w *= s;
+    h *= s;
+  }
+  model_w = std::max(32, int(w) / 32 * 32);
+  model_h = std::max(32, int(h) / 32 * 32);
+}
 
-HostTensor preprocess(const Image& rgb, int width, int height) {
+HostTensor preprocess(const Image& rgb, int width, int height, InputResize resize) {
   check_image(rgb, "preprocess");
-  BIREF_CHECK(rgb.channels == 3, "preprocess expects an RGB image, got ", rgb.channels, " channels");
+  BIREF_CHECK(rgb.channels == 3, "preprocess expects an RGB image, got ", rgb.channels,
+              " channels");
   BIREF_CHECK(width > 0 && height > 0, "preprocess: bad model size ", width, "x", height);
   cv::Mat src(rgb.height, rgb.width, CV_8UC3, const_cast<uint8_t*>(rgb.pixels.data()));
   cv::Mat resized;
-  // On the 8-bit image (OpenCV's fixed-point bilinear), exactly as the official code does.
-  cv::resize(src, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+  Image pillow;
+  if (resize == InputResize::OpenCvBilinear) {
+    // On the 8-bit image (OpenCV's fixed-point bilinear), exactly as the official code does.
+    cv::resize(src, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+  } else if (width == rgb.width && height == rgb.height) {
+    resized = src;
+  } else {
+    pillow = resize_bicubic_antialiased(rgb, width, height);
+    resized = cv::Mat(height, width, CV_8UC3, pillow.pixels.data());
+  }
   static const float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
   HostTensor t;
   t.shape = {1, 3, height, width};
@@ -56,10 +77,10 @@ Image mask_from_probabilities(const std::vector<float>& prob, int width, int hei
   m.height = height;
   m.channels = 1;
   m.pixels.resize(size_t(width) * height);
-  BIREF_CHECK(prob.size() == m.pixels.size(), "mask: ", prob.size(), " probabilities for ",
-              width, "x", height);
+  BIREF_CHECK(prob.size() == m.pixels.size(), "mask: ", prob.size(), " probabilities for ", width,
+              "x", height);
   for (size_t i = 0; i < m.pixels.size(); ++i) {
-    const float v = std::round(255.f * prob[i]);  // half away from zero
+    const float v = std::round(255.f * prob[i]);               // half away from zero
     m.pixels[i] = v >= 0.f ? uint8_t(std::min(v, 255.f)) : 0;  // NaN (a broken model) -> 0
   }
   return m;
@@ -69,7 +90,8 @@ Image segment(Model& model, const Image& rgb, int width, int height) {
   BIREF_CHECK(width % 32 == 0 && height % 32 == 0 && width > 0 && height > 0, "model size ", width,
               "x", height, " is not supported: width and height must be positive multiples of 32");
   const HostTensor logits = model.forward(preprocess(rgb, width, height));
-  return mask_from_probabilities(probabilities(logits, rgb.width, rgb.height), rgb.width, rgb.height);
+  return mask_from_probabilities(probabilities(logits, rgb.width, rgb.height), rgb.width,
+                                 rgb.height);
 }
 
 }  // namespace biref
