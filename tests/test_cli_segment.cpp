@@ -23,7 +23,9 @@ Result run(const std::string& args, const std::string& env = "") {
   return test::run_cli(args, env);
 }
 
-int lines(const std::string& s) { return int(std::count(s.begin(), s.end(), '\n')); }
+int lines(const std::string& s) {
+  return int(std::count(s.begin(), s.end(), '\n'));
+}
 
 class SegmentCli : public testing::Test {
  protected:
@@ -33,12 +35,18 @@ class SegmentCli : public testing::Test {
     out = (dir / "mask.png").string();
     fs::remove(out);
   }
+  // An error while running: exit code 1, one line "biref segment: error: ...", no output.
   void expect_failure(const std::string& args, const std::string& needle) {
     const Result r = run(args + " -o " + out);
-    EXPECT_NE(r.code, 0) << r.all();
-    EXPECT_EQ(lines(r.err), 1) << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    expect_error_line(r, needle);
     EXPECT_FALSE(fs::exists(out)) << "output left behind by: " << args;
+  }
+  static void expect_error_line(const Result& r, const std::string& needle,
+                                const std::string& cmd = "segment") {
+    EXPECT_EQ(r.code, 1) << r.all();
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("biref " + cmd + ": error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
   }
   fs::path dir;
   std::string out;
@@ -46,10 +54,12 @@ class SegmentCli : public testing::Test {
 
 TEST_F(SegmentCli, WritesTheOfficialMask) {
   const std::string img = test::data_path("pipeline/astronaut.jpg");
-  const Result r = run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 256x256");
+  const Result r =
+      run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 256x256");
   ASSERT_EQ(r.code, 0) << r.all();
   const cv::Mat mine = cv::imread(out, cv::IMREAD_UNCHANGED);
-  const cv::Mat ref = cv::imread(test::data_path("pipeline/astronaut.mask.png"), cv::IMREAD_UNCHANGED);
+  const cv::Mat ref =
+      cv::imread(test::data_path("pipeline/astronaut.mask.png"), cv::IMREAD_UNCHANGED);
   ASSERT_EQ(mine.type(), CV_8UC1);
   ASSERT_EQ(mine.size(), ref.size());
   cv::Mat diff;
@@ -59,7 +69,10 @@ TEST_F(SegmentCli, WritesTheOfficialMask) {
   EXPECT_LE(mx, 1.0);
   // --dump writes the 18 golden points
   const std::string dump = (dir / "dump.safetensors").string();
-  ASSERT_EQ(run("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --size 64x64 -q --dump " + dump).code, 0);
+  ASSERT_EQ(run("segment " + img + " -o " + out +
+                " --model synthetic:swin_v1_t --size 64x64 -q --dump " + dump)
+                .code,
+            0);
   const Checkpoint ck = load_checkpoint(dump);
   EXPECT_EQ(ck.tensors.size(), 18u);
   EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 64, 64}));
@@ -75,15 +88,16 @@ TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
   const std::string img = test::data_path("pipeline/astronaut.jpg");
   expect_failure("segment " + (dir / "missing.jpg").string() + " --model synthetic:swin_v1_t",
                  "does not exist");
-  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size 250x256", "multiples of 32");
+  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size 250x256",
+                 "multiples of 32");
   expect_failure("segment " + img + " --model synthetic:swin_v1_t --size big", "not a size");
-  expect_failure("segment " + img + " --model " + (dir / "none.safetensors").string(), "cannot open");
+  expect_failure("segment " + img + " --model " + (dir / "none.safetensors").string(),
+                 "does not exist");
   expect_failure("segment " + img + " --model synthetic:resnet50", "unknown backbone");
   {  // an output format nobody can write is refused before the model runs
     const std::string bad_out = (dir / "mask.xyz").string();
     const Result r = run("segment " + img + " --model synthetic:swin_v1_t -o " + bad_out);
-    EXPECT_NE(r.code, 0);
-    EXPECT_NE(r.err.find("unknown image format"), std::string::npos) << r.err;
+    expect_error_line(r, "unknown image format");
     EXPECT_FALSE(fs::exists(bad_out));
   }
 
@@ -114,9 +128,56 @@ TEST_F(SegmentCli, BadInputsFailWithOneLineAndNoOutput) {
                    "'decoder.lateral_block2.conv.bias' has shape [2, 96], expected [192]");
   }
   // an unwritable output folder
-  const Result r = run("segment " + img + " --model synthetic:swin_v1_t --size 64x64 -o /nonexistent/dir/m.png");
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  const Result r =
+      run("segment " + img + " --model synthetic:swin_v1_t --size 64x64 -o /nonexistent/dir/m.png");
+  expect_error_line(r, "does not exist");
+  // --threads out of range is an error while running (the parser took the number)
+  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size 64x64 --threads 100000",
+                 "out of range");
+  expect_failure("segment " + img + " --model synthetic:swin_v1_t --size 64x64 --threads -1",
+                 "out of range");
+  // the output naming the input image
+  const std::string copy = (dir / "in.png").string();
+  fs::copy_file(test::data_path("pipeline/chelsea.png"), copy,
+                fs::copy_options::overwrite_existing);
+  const Result same =
+      run("segment " + copy + " --model synthetic:swin_v1_t --size 64x64 -o " + copy);
+  expect_error_line(same, "in.png");
+  EXPECT_EQ(fs::file_size(copy), fs::file_size(test::data_path("pipeline/chelsea.png")));
+  fs::remove(copy);
+}
+
+// What the argument parser refuses: exit code 2, one line "biref[ CMD]: error: ... (see biref[
+// CMD] --help)", nothing run and nothing written.
+TEST_F(SegmentCli, UsageErrorsExitWithTwo) {
+  const std::string img = test::data_path("pipeline/astronaut.jpg");
+  auto expect_usage = [&](const std::string& args, const std::string& who,
+                          const std::string& needle) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.all();
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_EQ(r.err.rfind(who + ": error: ", 0), 0u) << r.err;
+    // "(see biref --help)", or "(commands: ...; see biref --help)" for an unknown command
+    EXPECT_TRUE(r.err.ends_with("see " + who + " --help)\n")) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << args;
+    EXPECT_FALSE(fs::exists(out)) << "output written by: " << args;
+  };
+  expect_usage("segmnt " + img + " -o " + out, "biref", "segmnt");
+  expect_usage("--no-such-flag", "biref", "--no-such-flag");
+  expect_usage("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --bogus",
+               "biref segment", "--bogus");
+  expect_usage("segment " + img + " --model synthetic:swin_v1_t", "biref segment", "--output");
+  expect_usage("segment -o " + out + " --model synthetic:swin_v1_t", "biref segment", "image");
+  expect_usage("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --threads abc",
+               "biref segment", "abc");
+  expect_usage("bench --model synthetic:swin_v1_t --runs many", "biref bench", "many");
+  // help and version are successes
+  for (const char* args : {"--help", "segment --help", "--version"}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 0) << args << "\n" << r.all();
+    EXPECT_FALSE(r.out.empty()) << args;
+  }
 }
 
 TEST_F(SegmentCli, ZooNameRunsAtItsNativeSizeFromTheCache) {

@@ -1,5 +1,6 @@
 // `biref convert` and `biref info`, run as the built command on small inputs, bad ones included:
-// each failure is one line on stderr, a non-zero exit code, and no output file left behind.
+// each failure is one line on stderr, exit code 1 (2 for a usage error), and no output file left
+// behind.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -32,7 +33,9 @@ namespace fs = std::filesystem;
 
 using CliRun = test::CliResult;
 
-CliRun run_cli(const std::string& args, const fs::path& /*dir*/) { return test::run_cli(args); }
+CliRun run_cli(const std::string& args, const fs::path& /*dir*/) {
+  return test::run_cli(args);
+}
 
 class ConvertTest : public ::testing::Test {
  protected:
@@ -50,11 +53,22 @@ class ConvertTest : public ::testing::Test {
     for (const auto& e : fs::directory_iterator(dir_)) have.insert(e.path().filename().string());
     EXPECT_EQ(have, want);
   }
-  // A failed command: exit code != 0 and exactly one line "biref CMD: error: ...".
+  // An error while running: exit code 1 and exactly one line "biref CMD: error: ...".
   void expect_failure(const CliRun& r, const std::string& cmd, const std::string& needle) const {
-    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_EQ(r.err.rfind("biref " + cmd + ": error: ", 0), 0u) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+  // A usage error the argument parser detects: exit code 2 and exactly one line
+  // "biref CMD: error: ... (see biref CMD --help)".
+  void expect_usage_error(const CliRun& r, const std::string& cmd,
+                          const std::string& needle) const {
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("biref " + cmd + ": error: ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    const std::string tail = "(see biref " + cmd + " --help)\n";
+    EXPECT_TRUE(r.err.ends_with(tail)) << r.err;
     EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
   }
   fs::path dir_;
@@ -72,12 +86,30 @@ TEST_F(ConvertTest, SyntheticToSafetensors) {
   EXPECT_EQ(ck.metadata.at("dtype"), "F32");
   const ModelConfig cfg = detect_config(ck);
   EXPECT_EQ(ck.metadata.at("config"), describe(cfg));
-  EXPECT_NO_THROW(validate_checkpoint(ck, cfg));
-  EXPECT_EQ(ck.tensors.size(), param_specs(cfg).size());
-  const Checkpoint ref = synthetic_checkpoint_from_spec("synthetic:swin_v1_t:3");
-  for (const char* name : {"bb.patch_embed.proj.weight", "decoder.conv_out1.0.bias",
-                           "squeeze_module.0.bn_in.running_var"}) {
-    EXPECT_EQ(ck.tensors.at(name).to_f32(), ref.tensors.at(name).to_f32()) << name;
+  // exactly the recorded official state_dict (names and shapes), all F32
+  const auto official = test::recorded_params("swin_v1_t");
+  EXPECT_EQ(ck.tensors.size(), official.size());
+  for (const auto& p : official) {
+    auto it = ck.tensors.find(p.name);
+    if (it == ck.tensors.end()) {
+      ADD_FAILURE() << "missing " << p.name;
+      continue;
+    }
+    EXPECT_EQ(it->second.shape, p.shape) << p.name;
+    EXPECT_EQ(it->second.dtype, DType::F32) << p.name;
+  }
+  // the values are SYNTHETIC_WEIGHTS.md's formula at seed 3, every element, for one tensor of
+  // each rule (conv weight, 1-D bias, running_var, running_mean, 1-D weight, bias table)
+  for (const char* name :
+       {"bb.patch_embed.proj.weight", "decoder.conv_out1.0.bias",
+        "squeeze_module.0.bn_in.running_var", "decoder.gdt_convs_3.1.running_mean",
+        "bb.layers.1.blocks.0.norm1.weight",
+        "bb.layers.3.blocks.1.attn.relative_position_bias_table"}) {
+    const TensorData& t = ck.tensors.at(name);
+    const auto got = t.to_f32();
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i], test::ref_synthetic_value(name, t.shape, 3, i)) << name << " element " << i;
+    }
   }
   expect_files({"t.safetensors"});
 }
@@ -118,7 +150,7 @@ TEST_F(ConvertTest, PthToHalfSafetensorsDropsBuffersAndStripsPrefixes) {
     const auto want = syn.tensors.at(name).to_f32();
     const auto* got = static_cast<const uint16_t*>(t.data);
     for (size_t i = 0; i < want.size(); i += 97) {
-      ASSERT_EQ(got[i], f32_to_f16(want[i])) << name << " element " << i;
+      ASSERT_EQ(got[i], test::ref_f32_to_f16(want[i])) << name << " element " << i;
     }
   }
 
@@ -137,6 +169,9 @@ TEST_F(ConvertTest, PthToHalfSafetensorsDropsBuffersAndStripsPrefixes) {
   expect_files({"in.pth", "h.safetensors"});
 }
 
+// --dtype bf16 stores, for every element, the nearest bfloat16 (ties to even) of the synthetic
+// weights' source values (SYNTHETIC_WEIGHTS.md's formula, seed 0); converting back to F32
+// widens those exactly.
 TEST_F(ConvertTest, Bf16AndBackToF32) {
   ASSERT_EQ(
       run_cli("convert --synthetic swin_v1_t " + path("a.safetensors") + " --dtype bf16", dir_)
@@ -147,11 +182,38 @@ TEST_F(ConvertTest, Bf16AndBackToF32) {
   ASSERT_EQ(r.code, 0) << r.err;
   const Checkpoint a = load_safetensors(path("a.safetensors"));
   const Checkpoint b = load_safetensors(path("b.safetensors"));
-  const auto& ta = a.tensors.at("decoder.conv_out1.0.weight");
-  const auto& tb = b.tensors.at("decoder.conv_out1.0.weight");
-  EXPECT_EQ(ta.dtype, DType::BF16);
-  EXPECT_EQ(tb.dtype, DType::F32);
-  EXPECT_EQ(ta.to_f32(), tb.to_f32());  // bf16 -> f32 is exact
+  EXPECT_EQ(a.metadata.at("dtype"), "BF16");
+  EXPECT_EQ(b.metadata.at("dtype"), "F32");
+  ASSERT_EQ(a.tensors.size(), test::recorded_params("swin_v1_t").size());
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  int64_t checked = 0, rounded = 0;
+  double worst_rel = 0;
+  for (const auto& [name, ta] : a.tensors) {
+    const TensorData& tb = b.tensors.at(name);
+    ASSERT_EQ(ta.dtype, DType::BF16) << name;
+    ASSERT_EQ(tb.dtype, DType::F32) << name;
+    ASSERT_EQ(ta.shape, tb.shape) << name;
+    const auto* bits = static_cast<const uint16_t*>(ta.data);
+    const auto widened = tb.to_f32();
+    // every element of the smaller tensors, every 13th of the large ones
+    const int64_t n = ta.numel(), step = n > (1 << 20) ? 13 : 1;
+    for (int64_t i = 0; i < n; i += step) {
+      const float src = test::ref_synthetic_value(name, ta.shape, 0, uint64_t(i));
+      ASSERT_EQ(bits[i], test::ref_f32_to_bf16(src)) << name << " element " << i << " of " << src;
+      ASSERT_EQ(widened[i], test::ref_bf16_value(bits[i])) << name << " element " << i;
+      const double rel = src == 0 ? std::fabs(widened[i])
+                                  : std::fabs(double(widened[i]) - src) / std::fabs(double(src));
+      ASSERT_LE(rel, 0x1p-8) << name << " element " << i;  // within half a bf16 ulp
+      test::keep_max(worst_rel, rel);
+      rounded += widened[i] != src;
+      ++checked;
+    }
+  }
+  std::printf(
+      "bf16 convert: %lld elements checked, %lld changed by rounding, worst relative "
+      "error %.3e\n",
+      (long long)checked, (long long)rounded, worst_rel);
+  EXPECT_GT(rounded, checked / 2);  // the values really were rounded, not passed through
 }
 
 TEST_F(ConvertTest, InfoOnSynthetic) {
@@ -219,7 +281,15 @@ TEST_F(ConvertTest, BadArguments) {
   expect_failure(
       run_cli("convert --synthetic swin_v1_t " + path("no/such/dir/o.safetensors"), dir_),
       "convert", "o.safetensors");
-  EXPECT_NE(run_cli("convert --synthetic swin_v1_t o.safetensors --dtype f8", dir_).code, 0);
+  expect_usage_error(
+      run_cli("convert --synthetic swin_v1_t " + path("o.safetensors") + " --dtype f8", dir_),
+      "convert", "f8");
+  expect_usage_error(
+      run_cli("convert --synthetic swin_v1_t " + path("o.safetensors") + " --seed x", dir_),
+      "convert", "--seed");
+  expect_usage_error(run_cli("convert --bogus " + path("o.safetensors"), dir_), "convert",
+                     "--bogus");
+  expect_usage_error(run_cli("convert", dir_), "convert", "files");
   // A truncated safetensors input.
   {
     std::ofstream f(path("trunc.safetensors"), std::ios::binary);
@@ -246,8 +316,10 @@ TEST_F(ConvertTest, SwinLHalfPrecisionMaskWithinOneOfFp32) {
   ASSERT_EQ(c.code, 0) << c.err;
   EXPECT_LT(fs::file_size(f16), fs::file_size(f32) * 6 / 10);
   const std::string img = test::data_path("pipeline/chelsea.png");
-  for (const auto& [model, mask] : {std::pair{f32, path("m32.png")}, std::pair{f16, path("m16.png")}}) {
-    const CliRun r = run_cli("segment " + img + " -o " + mask + " --model " + model + " --size 256x256 -q", dir_);
+  for (const auto& [model, mask] :
+       {std::pair{f32, path("m32.png")}, std::pair{f16, path("m16.png")}}) {
+    const CliRun r = run_cli(
+        "segment " + img + " -o " + mask + " --model " + model + " --size 256x256 -q", dir_);
     ASSERT_EQ(r.code, 0) << r.err;
   }
   const cv::Mat a = cv::imread(path("m32.png"), cv::IMREAD_UNCHANGED);

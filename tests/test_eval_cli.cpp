@@ -20,7 +20,9 @@ namespace fs = std::filesystem;
 
 using CliRun = biref::test::CliResult;
 
-CliRun run_cli(const std::string& args) { return biref::test::run_cli("eval " + args); }
+CliRun run_cli(const std::string& args) {
+  return biref::test::run_cli("eval " + args);
+}
 
 std::string golden_dir() {
   return biref::test::data_path("metrics/set-seed1");
@@ -30,6 +32,10 @@ nlohmann::json expected() {
   std::ifstream f(golden_dir() + "/expected.json");
   return nlohmann::json::parse(f);
 }
+
+// README: `biref eval` reproduces every value of the official evaluator within 1e-12 (HCE
+// exactly); the JSON report prints doubles in full (round-trip) precision.
+constexpr double kTol = 1e-12;
 
 // Compares every key of `want` with `got` (null = NaN): HCE exactly when `exact_hce`.
 void expect_values(const nlohmann::json& want, const nlohmann::json& got, const std::string& what,
@@ -44,7 +50,7 @@ void expect_values(const nlohmann::json& want, const nlohmann::json& got, const 
     if (key == "HCE" && exact_hce)
       EXPECT_EQ(w.get<double>(), got[key].get<double>()) << what;
     else
-      EXPECT_NEAR(w.get<double>(), got[key].get<double>(), 1e-6) << what << " " << key;
+      EXPECT_NEAR(w.get<double>(), got[key].get<double>(), kTol) << what << " " << key;
   }
 }
 
@@ -143,7 +149,7 @@ TEST(EvalCli, ReportsMissingUnreadableAndUnmatchedFiles) {
   EXPECT_TRUE(res["images"].contains("000"));
   EXPECT_TRUE(res["images"].contains("001"));
   EXPECT_NEAR(res["images"]["000"]["S"].get<double>(),
-              expected()["images"]["000"]["S"].get<double>(), 1e-6);
+              expected()["images"]["000"]["S"].get<double>(), kTol);
   std::string problems = got["problems"].dump();
   EXPECT_NE(problems.find("002.png"), std::string::npos) << problems;
   EXPECT_NE(problems.find("unreadable"), std::string::npos) << problems;
@@ -154,16 +160,40 @@ TEST(EvalCli, ReportsMissingUnreadableAndUnmatchedFiles) {
 
   // Nothing scorable, or bad arguments: one error line, exit code 1.
   const fs::path empty = fresh_dir("empty");
+  // exit code 1 and one error line "biref eval: error: ..."; the warnings about the files that
+  // could not be paired may come before it, one line each, when `warnings` says so
+  auto expect_error = [](const CliRun& r, const std::string& needle, bool warnings = false) {
+    EXPECT_EQ(r.code, 1) << r.err;
+    std::istringstream lines(r.err);
+    std::vector<std::string> all;
+    for (std::string line; std::getline(lines, line);) all.push_back(line);
+    ASSERT_FALSE(all.empty());
+    EXPECT_TRUE(r.err.ends_with("\n")) << r.err;
+    EXPECT_EQ(all.back().rfind("biref eval: error: ", 0), 0u) << r.err;
+    EXPECT_NE(all.back().find(needle), std::string::npos) << r.err;
+    if (!warnings) {
+      EXPECT_EQ(all.size(), 1u) << r.err;
+    }
+    for (size_t i = 0; i + 1 < all.size(); ++i)
+      EXPECT_EQ(all[i].rfind("biref eval: warning: ", 0), 0u) << r.err;
+  };
   const CliRun e = run_cli("-q --gt " + (root / "gt").string() + " --pred " + empty.string());
-  EXPECT_EQ(e.code, 1);
-  EXPECT_NE(e.err.find("biref eval: error:"), std::string::npos) << e.err;
+  expect_error(e, "no image pair could be scored", /*warnings=*/true);
   const CliRun m = run_cli("--gt " + (root / "gt").string() + " --pred " +
                            (root / "pred").string() + " --metrics bogus");
-  EXPECT_EQ(m.code, 1);
-  EXPECT_NE(m.err.find("unknown metric 'bogus'"), std::string::npos) << m.err;
+  expect_error(m, "unknown metric 'bogus'");
   const CliRun d = run_cli("--gt " + (root / "nope").string() + " --pred " + empty.string());
-  EXPECT_EQ(d.code, 1);
-  EXPECT_NE(d.err.find("not found"), std::string::npos) << d.err;
+  expect_error(d, "not found");
+  // what the argument parser refuses is a usage error: exit code 2, one line
+  const CliRun u = run_cli("--gt " + (root / "gt").string() + " --pred " +
+                           (root / "pred").string() + " --threads abc");
+  EXPECT_EQ(u.code, 2) << u.err;
+  EXPECT_EQ(u.err.rfind("biref eval: error: ", 0), 0u) << u.err;
+  EXPECT_TRUE(u.err.ends_with("(see biref eval --help)\n")) << u.err;
+  EXPECT_EQ(std::count(u.err.begin(), u.err.end(), '\n'), 1) << u.err;
+  const CliRun t = run_cli("--gt " + (root / "gt").string() + " --pred " +
+                           (root / "pred").string() + " --threads 100000");
+  expect_error(t, "out of range");
   fs::remove_all(root);
   fs::remove_all(empty);
 }

@@ -1,6 +1,8 @@
 // Golden test of the metrics against the official evaluator's numbers
 // (tests/golden/metrics/set-seed1/expected.json): every per-image and set-level value within
-// 1e-6, HCE per image exactly. Prints the largest error per metric.
+// 1e-12, HCE per image exactly — what README states (golden/README.md's contract is 1e-6; the
+// measured error is ~5e-13, so 1e-12 is what keeps a regression visible). Prints the largest
+// error per metric.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,7 +18,7 @@
 namespace biref::eval {
 namespace {
 
-constexpr double kTol = 1e-6;
+constexpr double kTol = 1e-12;  // README: "within 1e-12 (HCE exactly)"
 
 nlohmann::json load_expected() {
   std::ifstream f(test::data_path("metrics/set-seed1/expected.json"));
@@ -57,7 +59,7 @@ TEST(EvalGolden, PerImage) {
     for (const KeyInfo& k : keys_in_table_order()) {
       const double got = s.values[k.key];
       const double err = error_of(want[k.name], got);
-      max_err[k.key] = std::max(max_err[k.key], err);
+      test::keep_max(max_err[k.key], err);
       if (k.key == kHCE) {
         EXPECT_EQ(want[k.name].get<double>(), got) << name << " " << k.name;
       } else {
@@ -65,9 +67,14 @@ TEST(EvalGolden, PerImage) {
       }
     }
   }
-  std::printf("[golden metrics] max |error| per image over %zu images:\n", g.scores.size());
-  for (const KeyInfo& k : keys_in_table_order())
+  std::printf("[golden metrics] max |error| per image over %zu images (limit %.0e, HCE exact):\n",
+              g.scores.size(), kTol);
+  double worst = 0;
+  for (const KeyInfo& k : keys_in_table_order()) {
     std::printf("  %-9s %.3g\n", k.name, max_err[k.key]);
+    test::keep_max(worst, max_err[k.key]);
+  }
+  std::printf("  overall   %.3g\n", worst);
 }
 
 void check_set(const char* set_name, bool with_edge_cases) {
@@ -79,14 +86,17 @@ void check_set(const char* set_name, bool with_edge_cases) {
   }
   const SetScores r = acc.finish();
   const auto& want = g.expected[set_name];
-  std::printf("[golden metrics] %s (%lld images), |error|:", set_name, (long long)r.count);
+  std::printf("[golden metrics] %s (%lld images), |error| (limit %.0e):", set_name,
+              (long long)r.count, kTol);
+  double worst = 0;
   for (const KeyInfo& k : keys_in_table_order()) {
     const double err = error_of(want[k.name], r.values[k.key]);
+    test::keep_max(worst, err);
     std::printf(" %s=%.2g", k.name, err);
     EXPECT_LE(err, kTol) << set_name << " " << k.name << " want " << want[k.name] << " got "
                          << r.values[k.key];
   }
-  std::printf("\n");
+  std::printf("; max %.3g\n", worst);
 }
 
 TEST(EvalGolden, DatasetAll) {

@@ -12,9 +12,16 @@
 namespace biref {
 namespace {
 
-constexpr double kTolerance = 2e-4;  // golden/README.md: float32 engines within 2e-4 max abs
+// Two limits on every recorded tensor: the documented contract, and the level biref measures
+// (README's accuracy table: 4.6e-6 .. 6.6e-6 on the CPU backend; the double-precision reference
+// backend 7.2e-7, the float32 rounding of the recorded tensors), so that a regression that
+// stays inside the contract still fails.
+constexpr double kContract = 2e-4;     // golden/README.md: float32 engines within 2e-4 max abs
+constexpr double kCpuMeasured = 2e-5;  // CPU backend, float32: measured ~7e-6
+constexpr double kReferenceMeasured = 2e-6;  // reference backend, double: measured 7.2e-7
 
 void run_golden(const std::string& file, Device device, int64_t band_tokens = 32768) {
+  const double pinned = device == Device::Reference ? kReferenceMeasured : kCpuMeasured;
   const Checkpoint golden = load_checkpoint(test::data_path(file));
   const std::string backbone = golden.metadata.at("backbone");
   const std::string seed = golden.metadata.at("seed");
@@ -37,22 +44,38 @@ void run_golden(const std::string& file, Device device, int64_t band_tokens = 32
   const auto ref_out = golden.tensors.at("out").to_f32();
   ASSERT_EQ(out.data.size(), ref_out.size());
 
-  std::printf("golden %s on %s:\n", file.c_str(), model->info().device.c_str());
+  std::printf("golden %s on %s (limits: contract %.0e, measured level %.0e):\n", file.c_str(),
+              model->info().device.c_str(), kContract, pinned);
   int recorded = 0;
+  double worst = 0;
   for (const auto& [name, t] : golden.tensors) {
     if (name == "input") continue;
     ++recorded;
     ASSERT_TRUE(errors.count(name)) << "the model never produced '" << name << "'";
     std::printf("  %-12s max abs err %.3e\n", name.c_str(), errors[name]);
-    EXPECT_LE(errors[name], kTolerance) << name;
+    test::keep_max(worst, errors[name]);
+    EXPECT_LE(errors[name], kContract) << name;
+    EXPECT_LE(errors[name], pinned)
+        << name << ": within the contract but far above the measured level";
   }
+  const double out_err =
+      test::max_abs_diff(out.data.data(), ref_out.data(), int64_t(ref_out.size()));
+  std::printf("  %-12s max abs err %.3e (returned logits)\n  worst        %.3e\n", "out", out_err,
+              worst);
   EXPECT_EQ(recorded, 18);
-  EXPECT_LE(test::max_abs_diff(out.data.data(), ref_out.data(), int64_t(ref_out.size())), kTolerance);
+  EXPECT_LE(out_err, kContract);
+  EXPECT_LE(out_err, pinned);
 }
 
-TEST(Golden, SwinT256) { run_golden("swin_v1_t-256x256-seed0.safetensors", Device::Cpu); }
-TEST(Golden, SwinT192x320) { run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu); }
-TEST(Golden, SwinL256) { run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu); }
+TEST(Golden, SwinT256) {
+  run_golden("swin_v1_t-256x256-seed0.safetensors", Device::Cpu);
+}
+TEST(Golden, SwinT192x320) {
+  run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu);
+}
+TEST(Golden, SwinL256) {
+  run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu);
+}
 // Attention in bands of one or a few window rows (the default only bands larger inputs).
 TEST(Golden, SwinT192x320AttentionInBands) {
   run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu, 300);

@@ -254,7 +254,10 @@ class ZooDownload : public testing::Test {
     fs::remove_all(cache_);
     env_cache_.emplace("BIREF_CACHE", cache_.string());
     env_endpoint_.emplace("BIREF_HF_ENDPOINT", server_.base());
+    // random bytes that start like a safetensors file (an 8-byte header length, then '{'):
+    // a download is checked to be a checkpoint before it is kept
     body_ = pseudo_random_bytes(300000, 7);
+    body_.replace(0, 9, std::string("\x40\0\0\0\0\0\0\0{", 9));
     sha_ = sha256_hex(body_);
   }
   void TearDown() override { fs::remove_all(cache_); }
@@ -298,13 +301,31 @@ TEST_F(ZooDownload, SecondConcurrentDownloadOfTheSameFileIsRefused) {
     resolve_model_source("hf:Org/Repo");
     ADD_FAILURE() << "no error while another download holds the lock";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("another process is downloading"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("another process is downloading"), std::string::npos)
+        << e.what();
   }
   EXPECT_TRUE(server_.seen().empty());
   ::unlink(lock.c_str());
   ::close(fd);
   EXPECT_EQ(read_file(resolve_model_source("hf:Org/Repo")), body_);  // and it works afterwards
   EXPECT_FALSE(fs::exists(lock));
+}
+
+TEST_F(ZooDownload, AnHtmlPageNeverEntersTheCache) {
+  // A proxy's or the hub's error page served with 200: refused before the rename, deleted.
+  const std::string page = "<!DOCTYPE html><html><body>Sign in to continue</body></html>";
+  server_.route(url_path("Org/Repo", "model.safetensors"), Route::file(page));
+  const std::string e = error_of([&] { resolve_model_source("hf:Org/Repo"); });
+  EXPECT_NE(e.find("neither a safetensors file nor a PyTorch checkpoint"), std::string::npos) << e;
+  EXPECT_NE(e.find("<!DOCTYPE html>"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(cached("Org/Repo")));
+  EXPECT_FALSE(fs::exists(cached("Org/Repo").string() + ".part"));
+  // A page an older biref left in the cache is not reused: it is fetched again.
+  fs::create_directories(cached("Org/Repo").parent_path());
+  std::ofstream(cached("Org/Repo")) << page;
+  server_.route(url_path("Org/Repo", "model.safetensors"), Route::file(body_, sha_));
+  EXPECT_EQ(read_file(resolve_model_source("hf:Org/Repo")), body_);
+  EXPECT_EQ(server_.seen().size(), 2u);
 }
 
 TEST_F(ZooDownload, ZooNameIsCaseInsensitiveAndUsesItsRepo) {
@@ -491,10 +512,25 @@ TEST_F(ZooDownload, LoadCheckpointByName) {
 struct CliResult {
   int code = -1;
   std::string out;
+  std::string err;  // stderr alone
 };
 CliResult run_cli(const std::string& env, const std::string& args) {
   const test::CliResult r = test::run_cli(args, env);
-  return {r.code, r.all()};
+  return {r.code, r.all(), r.err};
+}
+
+// An error while running: exit code 1 and one line "biref models: error: ..." on stderr, the
+// last; only the download's progress line ("biref: downloading ...") may come before it.
+void expect_models_error(const CliResult& r) {
+  EXPECT_EQ(r.code, 1) << r.out;
+  std::istringstream in(r.err);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_TRUE(r.err.ends_with("\n")) << r.err;
+  EXPECT_EQ(lines.back().rfind("biref models: error: ", 0), 0u) << r.err;
+  for (size_t i = 0; i + 1 < lines.size(); ++i)
+    EXPECT_EQ(lines[i].rfind("biref: downloading ", 0), 0u) << r.err;
 }
 
 TEST_F(ZooDownload, ModelsCommandListsAndDownloads) {
@@ -524,12 +560,12 @@ TEST_F(ZooDownload, ModelsCommandListsAndDownloads) {
   EXPECT_TRUE(lite_cached) << list.out;
 
   const CliResult bad = run_cli(env, "models --download nonsense");
-  EXPECT_EQ(bad.code, 1);
+  expect_models_error(bad);
   EXPECT_NE(bad.out.find("unknown model 'nonsense'"), std::string::npos) << bad.out;
   EXPECT_NE(bad.out.find("general, lite"), std::string::npos) << bad.out;
 
   const CliResult missing = run_cli(env, "models --download hf:Org/Nothing");
-  EXPECT_EQ(missing.code, 1);
+  expect_models_error(missing);
   EXPECT_NE(missing.out.find("HTTP 404"), std::string::npos) << missing.out;
 }
 
