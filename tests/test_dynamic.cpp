@@ -62,13 +62,10 @@ TEST(DynamicSize, MatchesTheOfficialMasksWithinOne) {
     const Image want =
         read_image(test::data_path("pipeline-dynamic/" + c["mask"].get<std::string>()), gray);
     ASSERT_EQ(want.pixels.size(), mask.pixels.size());
-    int max_diff = 0;
-    size_t diff = 0;
-    for (size_t i = 0; i < mask.pixels.size(); ++i) {
-      const int d = std::abs(int(mask.pixels[i]) - int(want.pixels[i]));
-      max_diff = std::max(max_diff, d);
-      diff += d != 0;
-    }
+    const test::ByteDiff bd =
+        test::byte_diff(mask.pixels.data(), want.pixels.data(), mask.pixels.size());
+    const int max_diff = bd.max;
+    const size_t diff = size_t(bd.count);
     std::printf("dynamic %-12s model %dx%d: max diff %d, %zu of %zu pixels differ\n",
                 it.key().c_str(), w, h, max_diff, diff, mask.pixels.size());
     EXPECT_LE(max_diff, 1) << it.key();

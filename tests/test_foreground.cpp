@@ -29,13 +29,10 @@ TEST(Foreground, MatchesTheOfficialWithinOne) {
     ASSERT_EQ(got.width, want.width);
     ASSERT_EQ(got.height, want.height);
     ASSERT_EQ(got.pixels.size(), want.pixels.size());
-    int max_diff = 0;
-    size_t diff = 0;
-    for (size_t i = 0; i < got.pixels.size(); ++i) {
-      const int d = std::abs(int(got.pixels[i]) - int(want.pixels[i]));
-      max_diff = std::max(max_diff, d);
-      diff += d != 0;
-    }
+    const test::ByteDiff bd =
+        test::byte_diff(got.pixels.data(), want.pixels.data(), got.pixels.size());
+    const int max_diff = bd.max;
+    const size_t diff = size_t(bd.count);
     std::printf("foreground %-12s max diff %d, %zu of %zu values differ\n", it.key().c_str(),
                 max_diff, diff, got.pixels.size());
     EXPECT_LE(max_diff, 1) << it.key();

@@ -42,15 +42,8 @@ fs::path fresh_dir(const std::string& name) {
   return p;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void spit(const fs::path& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
+std::string slurp(const fs::path& p) { return test::read_file(p.string()); }
+void spit(const fs::path& p, const std::string& bytes) { test::write_file(p.string(), bytes); }
 
 std::string to_string(const std::vector<uint8_t>& v) {
   return std::string(v.begin(), v.end());

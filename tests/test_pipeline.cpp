@@ -47,13 +47,9 @@ TEST(Pipeline, MatchesOfficialMasksWithinOne) {
     const cv::Mat ref_mask = cv::imread(test::data_path("pipeline/" + c["mask"].get<std::string>()),
                                         cv::IMREAD_GRAYSCALE);
     ASSERT_EQ(ref_mask.total(), mask.pixels.size());
-    int max_diff = 0;
-    int64_t differing = 0;
-    for (size_t i = 0; i < mask.pixels.size(); ++i) {
-      const int d = std::abs(int(mask.pixels[i]) - int(ref_mask.data[i]));
-      max_diff = std::max(max_diff, d);
-      differing += d != 0;
-    }
+    const test::ByteDiff bd = test::byte_diff(mask.pixels.data(), ref_mask.data, mask.pixels.size());
+    const int max_diff = bd.max;
+    const int64_t differing = bd.count;
     std::printf(
         "pipeline %-12s input err %.2e, logits err %.2e, prob err %.2e, mask max diff %d "
         "(%lld of %zu pixels differ)\n",

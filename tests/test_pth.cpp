@@ -21,15 +21,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
+using test::read_file;
+using test::write_file;
 
 std::string temp_path(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("biref-test-pth-" + std::to_string(getpid()));

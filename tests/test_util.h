@@ -56,6 +56,32 @@ inline double max_abs_diff(const float* a, const float* b, int64_t n) {
   return m;
 }
 
+// A whole file as bytes ("" when it cannot be read), and a file replaced by `bytes`.
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// How two 8-bit images (or any byte arrays of equal length) differ: the largest |a - b| and how
+// many values differ at all.
+struct ByteDiff {
+  int max = 0;
+  int64_t count = 0;
+};
+inline ByteDiff byte_diff(const uint8_t* a, const uint8_t* b, size_t n) {
+  ByteDiff r;
+  for (size_t i = 0; i < n; ++i) {
+    const int d = std::abs(int(a[i]) - int(b[i]));
+    r.max = std::max(r.max, d);
+    r.count += d != 0;
+  }
+  return r;
+}
+
 // Tensors of different shapes are never equal: NaN.
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   if (a.shape != b.shape) return std::numeric_limits<double>::quiet_NaN();
@@ -230,16 +256,10 @@ inline CliResult run_cli(const std::string& args, const std::string& env = "") {
   const std::string cmd =
       env + " " + BIREF_CLI + " " + args + " >" + out + " 2>" + err + " </dev/null";
   const int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
   CliResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
+  r.out = read_file(out);
+  r.err = read_file(err);
   std::error_code ec;
   fs::remove(out, ec);
   fs::remove(err, ec);

@@ -113,6 +113,27 @@ bool jpeg_is_complete(const uint8_t* d, size_t n) {
   return false;
 }
 
+// The first `count` decimal fields of a Netpbm header (after "Px"), skipping whitespace and
+// #-comments. Returns the offset just past the last field, or 0 when a field is missing or has
+// 10 digits or more.
+size_t pnm_fields(const uint8_t* d, size_t n, int count, uint64_t* out) {
+  size_t i = 2;
+  for (int f = 0; f < count; ++f) {
+    while (i < n && (std::isspace(d[i]) || d[i] == '#')) {
+      if (d[i] == '#')
+        while (i < n && d[i] != '\n' && d[i] != '\r') ++i;
+      else
+        ++i;
+    }
+    uint64_t v = 0;
+    size_t digits = 0;
+    for (; i < n && std::isdigit(d[i]) && digits < 10; ++i, ++digits) v = v * 10 + (d[i] - '0');
+    if (digits == 0 || digits == 10) return 0;
+    out[f] = v;
+  }
+  return i;
+}
+
 // Whether the data holds everything its header announces, for the formats whose decoders would
 // otherwise print their own complaint (libpng, OpenCV's BMP and PNM readers) or decode a partial
 // picture: a truncated file is then one clear error. Formats and variants whose size cannot be
@@ -138,20 +159,10 @@ bool is_complete(const ImageInfo& info, const uint8_t* d, size_t n) {
     return uint64_t(le32(d + 10)) + row * uint64_t(info.height) <= n;
   }
   if (info.format == "PNM" && d[1] >= '4') {  // binary: one whitespace after maxval, then data
-    size_t i = 2, fields = d[1] == '4' ? 2 : 3;
-    uint64_t maxval = 1;
-    for (size_t f = 0; f < fields; ++f) {
-      while (i < n && (std::isspace(d[i]) || d[i] == '#')) {
-        if (d[i] == '#')
-          while (i < n && d[i] != '\n' && d[i] != '\r') ++i;
-        else
-          ++i;
-      }
-      uint64_t v = 0;
-      for (size_t digits = 0; i < n && std::isdigit(d[i]) && digits < 10; ++i, ++digits)
-        v = v * 10 + (d[i] - '0');
-      if (f == 2) maxval = v;
-    }
+    uint64_t fields[3] = {0, 0, 1};           // width, height, maxval (P4 has none)
+    size_t i = pnm_fields(d, n, d[1] == '4' ? 2 : 3, fields);
+    if (i == 0) return false;  // no maxval
+    const uint64_t maxval = fields[2];
     ++i;  // the single whitespace before the data
     const uint64_t channels = d[1] == '6' ? 3 : 1, sample = maxval > 255 ? 2 : 1;
     const uint64_t bytes = d[1] == '4'
@@ -209,19 +220,8 @@ void probe_tiff(const uint8_t* d, size_t n, ImageInfo& info, const std::string& 
 
 // Netpbm: "P1".."P6", whitespace and #-comments, width, height.
 void probe_pnm(const uint8_t* d, size_t n, ImageInfo& info, const std::string& name) {
-  size_t i = 2;
   uint64_t dims[2] = {0, 0};
-  for (uint64_t& v : dims) {
-    while (i < n && (std::isspace(d[i]) || d[i] == '#')) {
-      if (d[i] == '#')
-        while (i < n && d[i] != '\n' && d[i] != '\r') ++i;
-      else
-        ++i;
-    }
-    size_t digits = 0;
-    for (; i < n && std::isdigit(d[i]) && digits < 10; ++i, ++digits) v = v * 10 + (d[i] - '0');
-    if (digits == 0 || digits == 10) truncated(info, name);
-  }
+  if (pnm_fields(d, n, 2, dims) == 0) truncated(info, name);
   set_size(info, dims[0], dims[1], name);
 }
 
@@ -323,8 +323,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   const int type = options.channels == 3 ? CV_8UC3 : CV_8UC1;
   // The same size, or swapped by an EXIF rotation.
   BIREF_CHECK(decoded.type() == type && int64_t(decoded.rows) * decoded.cols == pixels, "image '",
-              name, "' decoded to ", decoded.cols, "x", decoded.rows, " although its header declares ",
-              info.width, "x", info.height);
+              name, "' decoded to ", decoded.cols, "x", decoded.rows,
+              " although its header declares ", info.width, "x", info.height);
   Image im;
   im.width = decoded.cols;
   im.height = decoded.rows;
