@@ -167,7 +167,7 @@ TEST_F(SegmentCli, UsageErrorsExitWithTwo) {
   expect_usage("--no-such-flag", "biref", "--no-such-flag");
   expect_usage("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --bogus",
                "biref segment", "--bogus");
-  expect_usage("segment " + img + " --model synthetic:swin_v1_t", "biref segment", "--output");
+  expect_usage("segment " + img + " --model synthetic:swin_v1_t", "biref segment", "-o");
   expect_usage("segment -o " + out + " --model synthetic:swin_v1_t", "biref segment", "image");
   expect_usage("segment " + img + " -o " + out + " --model synthetic:swin_v1_t --threads abc",
                "biref segment", "abc");

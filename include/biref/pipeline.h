@@ -41,6 +41,23 @@ Image mask_from_probabilities(const std::vector<float>& prob, int width, int hei
 // as alpha it is the cut-out. O(pixels) whatever the radius, multi-threaded.
 Image refine_foreground(const Image& rgb, const Image& mask);
 
+// ---- What a mask is turned into ----
+
+// An sRGB colour: "#RRGGBB", "#RGB", "R,G,B" (0..255 each), or white, black, gray, red, green,
+// blue. Throws biref::Error naming the text otherwise.
+struct Color {
+  uint8_t r = 255, g = 255, b = 255;
+};
+Color parse_color(const std::string& text);
+
+// The mask binarised: 255 where mask > threshold (0..254), else 0.
+Image threshold_mask(const Image& mask, int threshold);
+// RGBA: the colours of `rgb` (the image, or its refined foreground) with `mask` as alpha.
+Image cutout_rgba(const Image& rgb, const Image& mask);
+// RGB: `rgb` over a background, blended by the mask: round(fg·a + bg·(1 − a)), a = mask/255.
+// The background is a colour, or an image of the same size (`background` non-null).
+Image composite(const Image& rgb, const Image& mask, Color color, const Image* background = nullptr);
+
 // The whole path: image -> mask at the image's size, the model run at width × height.
 Image segment(Model& model, const Image& rgb, int width, int height);
 
