@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "biref/pipeline.h"
@@ -18,37 +19,60 @@ namespace biref {
 namespace {
 
 // Index i (any integer) reflected into [0, n) as BORDER_REFLECT_101 does: -1 -> 1, n -> n - 2.
-int reflect101(int i, int n) {
+// Inside [0, n) it is i itself: one compare on the hot path.
+inline int reflect101(int i, int n) {
+  if (unsigned(i) < unsigned(n)) return i;
   if (n == 1) return 0;
   while (i < 0 || i >= n) i = i < 0 ? -i : 2 * n - 2 - i;
   return i;
 }
 
-// A planar float image: `channels` planes of w x h.
+// A planar float image: `channels` planes of w x h, left uninitialised (every user writes all of
+// it first: zeroing and faulting in fresh pages took more time than the blurs themselves).
 struct Planes {
   int w = 0, h = 0, channels = 0;
-  std::vector<float> v;
-  Planes(int w_, int h_, int c_) : w(w_), h(h_), channels(c_), v(size_t(w_) * h_ * c_) {}
-  float* plane(int c) { return v.data() + size_t(c) * w * h; }
-  const float* plane(int c) const { return v.data() + size_t(c) * w * h; }
+  std::unique_ptr<float[]> v;
+  Planes(int w_, int h_, int c_) : w(w_), h(h_), channels(c_), v(new float[size_t(w_) * h_ * c_]) {}
+  float* plane(int c) { return v.get() + size_t(c) * w * h; }
+  const float* plane(int c) const { return v.get() + size_t(c) * w * h; }
+  void copy_from(const Planes& o) {
+    std::copy(o.v.get(), o.v.get() + size_t(w) * h * channels, v.get());
+  }
+};
+
+// Buffers of one refine_foreground call, allocated once for its four estimates' twelve blurs.
+struct Scratch {
+  Planes fa, bb, ba;
+  std::unique_ptr<double[]> rows;  // horizontal window sums of one plane
+  Scratch(int w, int h) : fa(w, h, 3), bb(w, h, 3), ba(w, h, 1), rows(new double[size_t(w) * h]) {}
 };
 
 // dst = box_r(src) per plane, sums in double as OpenCV's float box filter keeps them.
-void box_blur(const Planes& src, Planes& dst, int r) {
+void box_blur(const Planes& src, Planes& dst, int r, double* rows_buf) {
   const int w = src.w, h = src.h, before = r / 2, after = r - 1 - before;
   const double scale = 1.0 / (double(r) * r);
-  std::vector<double> rows(size_t(w) * h);  // horizontal window sums of one plane
+  double* const rows = rows_buf;
   for (int c = 0; c < src.channels; ++c) {
     const float* in = src.plane(c);
     float* out = dst.plane(c);
 #pragma omp parallel for schedule(static)
     for (int y = 0; y < h; ++y) {
       const float* row = in + size_t(y) * w;
-      double* sum = rows.data() + size_t(y) * w;
+      double* sum = rows + size_t(y) * w;
       double s = 0;
       for (int k = -before; k <= after; ++k) s += row[reflect101(k, w)];
       sum[0] = s;
-      for (int x = 1; x < w; ++x) {
+      // The window's ends reflect only within `r` of the borders: the middle indexes directly.
+      const int lo = std::min(w, before + 1), hi = std::max(lo, w - after);
+      for (int x = 1; x < lo; ++x) {
+        s += double(row[reflect101(x + after, w)]) - double(row[reflect101(x - 1 - before, w)]);
+        sum[x] = s;
+      }
+      for (int x = std::max(lo, 1); x < hi; ++x) {
+        s += double(row[x + after]) - double(row[x - 1 - before]);
+        sum[x] = s;
+      }
+      for (int x = std::max(hi, 1); x < w; ++x) {
         s += double(row[reflect101(x + after, w)]) - double(row[reflect101(x - 1 - before, w)]);
         sum[x] = s;
       }
@@ -62,13 +86,13 @@ void box_blur(const Planes& src, Planes& dst, int r) {
       double acc[kBlock];
       std::fill(acc, acc + n, 0.0);
       for (int k = -before; k <= after; ++k) {
-        const double* src_row = rows.data() + size_t(reflect101(k, h)) * w + x0;
+        const double* src_row = rows + size_t(reflect101(k, h)) * w + x0;
         for (int i = 0; i < n; ++i) acc[i] += src_row[i];
       }
       for (int y = 0; y < h; ++y) {
         if (y > 0) {
-          const double* add = rows.data() + size_t(reflect101(y + after, h)) * w + x0;
-          const double* sub = rows.data() + size_t(reflect101(y - 1 - before, h)) * w + x0;
+          const double* add = rows + size_t(reflect101(y + after, h)) * w + x0;
+          const double* sub = rows + size_t(reflect101(y - 1 - before, h)) * w + x0;
           for (int i = 0; i < n; ++i) acc[i] += add[i] - sub[i];
         }
         float* o = out + size_t(y) * w + x0;
@@ -79,10 +103,10 @@ void box_blur(const Planes& src, Planes& dst, int r) {
 }
 
 // One estimate() of the reference: F and B are updated in place (F', and bB for B).
-void estimate(const Planes& image, Planes& F, Planes& B, const Planes& a, int r) {
+void estimate(const Planes& image, Planes& F, Planes& B, const Planes& a, int r, Scratch& s) {
   const int w = image.w, h = image.h;
   const size_t n = size_t(w) * h;
-  Planes fa(w, h, 3), bb(w, h, 3), ba(w, h, 1);
+  Planes &fa = s.fa, &bb = s.bb, &ba = s.ba;
   const float* al = a.plane(0);
   for (int c = 0; c < 3; ++c) {
     const float *f = F.plane(c), *bk = B.plane(c);
@@ -93,9 +117,9 @@ void estimate(const Planes& image, Planes& F, Planes& B, const Planes& a, int r)
       bo[i] = bk[i] * (1.f - al[i]);
     }
   }
-  box_blur(a, ba, r);
-  box_blur(fa, fa, r);  // in place: the sums are taken before anything is written back
-  box_blur(bb, bb, r);
+  box_blur(a, ba, r, s.rows.get());
+  box_blur(fa, fa, r, s.rows.get());  // in place: the sums are taken before anything is written
+  box_blur(bb, bb, r, s.rows.get());
   const float* bal = ba.plane(0);
   for (int c = 0; c < 3; ++c) {
     const float* im = image.plane(c);
@@ -130,9 +154,12 @@ Image refine_foreground(const Image& rgb, const Image& mask) {
     for (size_t i = 0; i < n; ++i) p[i] = float(rgb.pixels[i * 3 + size_t(c)]) / 255.f;
   }
   for (size_t i = 0; i < n; ++i) a.v[i] = float(mask.pixels[i]) / 255.f;
-  Planes F = image, B = image;
-  estimate(image, F, B, a, 90);
-  estimate(image, F, B, a, 6);
+  Planes F(w, h, 3), B(w, h, 3);
+  F.copy_from(image);
+  B.copy_from(image);
+  Scratch scratch(w, h);
+  estimate(image, F, B, a, 90, scratch);
+  estimate(image, F, B, a, 6, scratch);
   Image out;
   out.width = w;
   out.height = h;
