@@ -1,18 +1,17 @@
 #include "eval/dataset.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <exception>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <opencv2/core/utility.hpp>
 #include <stdexcept>
 #include <thread>
 
 #include "biref/image.h"
 #include "core/check.h"
+#include "core/pool.h"
 
 namespace biref::eval {
 
@@ -135,113 +134,71 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
   // Parallel over images only: OpenCV's own threads inside each worker would oversubscribe.
   const CvThreadsGuard cv_threads(threads > 1);
 
-  std::mutex mu;
-  std::atomic<size_t> next{0};
-  std::atomic<bool> stop{false};  // set on the first error: the workers stop taking pairs
-  size_t next_to_add = 0, done = 0;
   struct Finished {
-    bool ok;
+    bool ok = false;
     ImageScores scores;
     std::string error_file, error;
   };
-  std::map<size_t, Finished> pending;  // finished out of order, waiting for their turn
-  std::exception_ptr first_error;      // the first failure outside the scoring of one pair
-  std::string error_file;              // the file being handled when it happened
-
-  auto work = [&](size_t& current) {
-    while (!stop.load()) {
-      const size_t i = next.fetch_add(1);
-      if (i >= total) return;
-      current = i;
-      const Pair& pair = pairs[i];
-      Finished f{false, {}, {}, {}};
+  // Each worker reads and scores one pair at a time; at most two pairs per worker are in flight,
+  // and the results are added in pair order on this thread.
+  auto score = [&](size_t i) {
+    const Pair& pair = pairs[i];
+    Finished f;
+    try {
+      // Both read as 8-bit gray, as the official evaluator's cv2.imread(p, IMREAD_GRAYSCALE),
+      // with the pixel limit checked before decoding.
+      DecodeOptions gray;
+      gray.channels = 1;
+      gray.max_pixels = options.max_image_pixels;
+      Image gt, pred;
+      bool reading_gt = true;
       try {
-        // Both read as 8-bit gray, as the official evaluator's cv2.imread(p, IMREAD_GRAYSCALE),
-        // with the pixel limit checked before decoding.
-        DecodeOptions gray;
-        gray.channels = 1;
-        gray.max_pixels = options.max_image_pixels;
-        Image gt, pred;
-        bool reading_gt = true;
-        try {
-          gt = read_image(pair.gt_path, gray);
-          reading_gt = false;
-          pred = read_image(pair.pred_path, gray);
-        } catch (const Error& e) {
-          throw UnreadableFile{
-              reading_gt ? pair.gt_path : pair.pred_path,
-              str_cat(reading_gt ? "unreadable GT image (" : "unreadable prediction (", e.what(),
-                      ")")};
-        }
-        const cv::Mat gt_mat(gt.height, gt.width, CV_8UC1, gt.pixels.data());
-        const cv::Mat pred_mat(pred.height, pred.width, CV_8UC1, pred.pixels.data());
-        f.scores = score_image(pred_mat, gt_mat, options.groups);
-        f.ok = true;
-      } catch (const UnreadableFile& u) {
-        f.ok = false;
-        f.error_file = u.file;
-        f.error = u.message + ", skipped";
-      } catch (const std::exception& e) {  // a decoder error, a too large image, out of memory
-        f.ok = false;
-        f.error_file = pair.pred_path;
-        f.error = str_cat("cannot score against ", pair.gt_path, " (", e.what(), "), skipped");
+        gt = read_image(pair.gt_path, gray);
+        reading_gt = false;
+        pred = read_image(pair.pred_path, gray);
+      } catch (const Error& e) {
+        throw UnreadableFile{
+            reading_gt ? pair.gt_path : pair.pred_path,
+            str_cat(reading_gt ? "unreadable GT image (" : "unreadable prediction (", e.what(),
+                    ")")};
       }
-      std::lock_guard<std::mutex> lock(mu);
-      pending.emplace(i, std::move(f));
-      while (!pending.empty() && pending.begin()->first == next_to_add) {
-        current = next_to_add;
-        Finished& ready = pending.begin()->second;
-        if (ready.ok) {
-          acc.add(ready.scores);
-          if (options.keep_images)
-            result.images.push_back({pairs[next_to_add].name, ready.scores.values});
-        } else {
-          result.problems.push_back({ready.error_file, ready.error});
-        }
-        pending.erase(pending.begin());
-        ++next_to_add;
+      const cv::Mat gt_mat(gt.height, gt.width, CV_8UC1, gt.pixels.data());
+      const cv::Mat pred_mat(pred.height, pred.width, CV_8UC1, pred.pixels.data());
+      f.scores = score_image(pred_mat, gt_mat, options.groups);
+      f.ok = true;
+    } catch (const UnreadableFile& u) {
+      f.error_file = u.file;
+      f.error = u.message + ", skipped";
+    } catch (const std::exception& e) {  // a decoder error, a too large image, out of memory
+      f.error_file = pair.pred_path;
+      f.error = str_cat("cannot score against ", pair.gt_path, " (", e.what(), "), skipped");
+    }
+    return f;
+  };
+  size_t added = 0;
+  auto add = [&](size_t i, Finished& f) {
+    try {
+      if (f.ok) {
+        acc.add(f.scores);
+        if (options.keep_images) result.images.push_back({pairs[i].name, f.scores.values});
+      } else {
+        result.problems.push_back({f.error_file, f.error});
       }
-      current = i;
-      ++done;
-      if (options.progress) options.progress(done, total);
+      added = i + 1;
+      if (options.progress) options.progress(i + 1, total);
+    } catch (const std::exception& e) {
+      fail("evaluation failed at ", pairs[i].pred_path, ": ",
+           dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what());
     }
   };
-  // Never lets an exception out of a thread: the first one is kept for the caller, and every
-  // worker stops at its next pair.
-  auto worker = [&]() noexcept {
-    size_t current = total;
-    try {
-      work(current);
-    } catch (...) {
-      stop.store(true);
-      try {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first_error) {
-          first_error = std::current_exception();
-          error_file = current < total ? pairs[current].pred_path : std::string();
-        }
-      } catch (...) {  // the mutex itself failed: stop is set, the error is lost
-      }
-    }
-  };
-  {
-    // std::jthread joins on destruction, so every path out of this block joins every worker.
-    std::vector<std::jthread> pool;
-    try {
-      pool.reserve(size_t(threads - 1));
-      for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-    } catch (const std::exception&) {
-      // No more threads (std::system_error) or no memory for them: carry on with those started
-      // and this one, which is enough to score every pair.
-    }
-    worker();
+  try {
+    ordered_map<Finished>(total, threads, size_t(2 * threads), score, add);
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    fail("evaluation failed: ", what_of(std::current_exception()));
   }
-  if (first_error) {
-    if (!error_file.empty()) fail("evaluation failed at ", error_file, ": ", what_of(first_error));
-    fail("evaluation failed: ", what_of(first_error));
-  }
-  BIREF_CHECK(next_to_add == total, "evaluation stopped after ", next_to_add, " of ", total,
-              " pairs");
+  BIREF_CHECK(added == total, "evaluation stopped after ", added, " of ", total, " pairs");
   result.set = acc.finish();
   return result;
 }
