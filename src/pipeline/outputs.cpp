@@ -112,4 +112,53 @@ Image composite(const Image& rgb, const Image& mask, Color color, const Image* b
   return out;
 }
 
+OutputKind parse_output_kind(const std::string& text) {
+  for (OutputKind k :
+       {OutputKind::Mask, OutputKind::Rgba, OutputKind::Foreground, OutputKind::Composite})
+    if (text == output_kind_name(k)) return k;
+  fail("output '", text, "' is not an output kind (mask, rgba, foreground, composite)");
+}
+
+const char* output_kind_name(OutputKind kind) {
+  switch (kind) {
+    case OutputKind::Mask:
+      return "mask";
+    case OutputKind::Rgba:
+      return "rgba";
+    case OutputKind::Foreground:
+      return "foreground";
+    case OutputKind::Composite:
+      return "composite";
+  }
+  return "?";
+}
+
+bool output_has_alpha(OutputKind kind) {
+  return kind == OutputKind::Rgba || kind == OutputKind::Foreground;
+}
+
+Image render_output(OutputKind kind, const Image& rgb, const Image& soft_mask,
+                    const OutputOptions& options) {
+  const Image thresholded =
+      options.threshold >= 0 ? threshold_mask(soft_mask, options.threshold) : Image();
+  const Image& mask = options.threshold >= 0 ? thresholded : soft_mask;
+  switch (kind) {
+    case OutputKind::Mask:
+      return mask;
+    case OutputKind::Rgba:
+      return cutout_rgba(rgb, mask);
+    case OutputKind::Foreground:
+      return cutout_rgba(refine_foreground(rgb, mask), mask);
+    case OutputKind::Composite: {
+      const Image* bg = options.background_image;
+      if (bg && (bg->width != rgb.width || bg->height != rgb.height)) {
+        const Image resized = resize_bicubic_antialiased(*bg, rgb.width, rgb.height);
+        return composite(rgb, mask, options.background, &resized);
+      }
+      return composite(rgb, mask, options.background, bg);
+    }
+  }
+  fail("render_output: unknown output kind");
+}
+
 }  // namespace biref
