@@ -42,8 +42,12 @@ fs::path fresh_dir(const std::string& name) {
   return p;
 }
 
-std::string slurp(const fs::path& p) { return test::read_file(p.string()); }
-void spit(const fs::path& p, const std::string& bytes) { test::write_file(p.string(), bytes); }
+std::string slurp(const fs::path& p) {
+  return test::read_file(p.string());
+}
+void spit(const fs::path& p, const std::string& bytes) {
+  test::write_file(p.string(), bytes);
+}
 
 std::string to_string(const std::vector<uint8_t>& v) {
   return std::string(v.begin(), v.end());
@@ -57,55 +61,8 @@ void expect_one_line_error(const test::CliResult& r, const std::string& part, in
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "not one line: " << r.err;
 }
 
-// AddressSanitizer's shadow memory and quarantine add to every process's peak; the bounds below
-// are about the code's own allocations (hundreds of MB against the gigabytes they used to take).
-#if defined(__SANITIZE_ADDRESS__)
-constexpr double kSlackMb = 600;
-#else
-constexpr double kSlackMb = 0;
-#endif
-
-// Runs `biref ARGS` like test::run_cli and measures its peak RSS in MiB. RUSAGE_CHILDREN holds
-// the largest of every child ever waited for, so the command runs under a fresh forked process
-// whose only children are the shell and biref; that process sends back what it saw.
-test::CliResult run_cli_measured(const std::string& args, double& peak_mb) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("pipe");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    const test::CliResult r = test::run_cli(args);
-    rusage ru{};
-    getrusage(RUSAGE_CHILDREN, &ru);
-    const std::string msg = std::to_string(r.code) + "\n" + std::to_string(ru.ru_maxrss) + "\n" +
-                            std::to_string(r.out.size()) + "\n" + r.out + r.err;
-    for (size_t done = 0; done < msg.size();) {
-      const ssize_t n = write(fds[1], msg.data() + done, msg.size() - done);
-      if (n <= 0) _exit(1);
-      done += size_t(n);
-    }
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string msg;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, size_t(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::istringstream in(msg);
-  test::CliResult r;
-  long long kib = 0;
-  size_t out_size = 0;
-  in >> r.code >> kib >> out_size;
-  in.get();
-  std::string rest(std::istreambuf_iterator<char>(in), {});
-  r.out = rest.substr(0, out_size);
-  r.err = rest.substr(std::min(out_size, rest.size()));
-  peak_mb = double(kib) / 1024.0;
-  std::printf("peak RSS of 'biref %s': %.0f MiB\n", args.substr(0, 40).c_str(), peak_mb);
-  return r;
-}
+using test::kSlackMb;
+using test::run_cli_measured;
 
 Image gradient_rgb(int w, int h) {
   Image im;
@@ -293,7 +250,8 @@ TEST(ImageLimits, EveryPrefixOfAHeaderIsAnErrorNotAnOverread) {
       EXPECT_THROW(decode_image(prefix.data(), n, ext), Error) << ext << " " << n;
     }
   }
-  const std::string vp8x = std::string("RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0", 24) + std::string(6, '\x10');
+  const std::string vp8x =
+      std::string("RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0", 24) + std::string(6, '\x10');
   ASSERT_EQ(vp8x.size(), 30u);
   std::vector<uint8_t> exact(vp8x.begin(), vp8x.end());
   EXPECT_THROW(probe_image(exact.data(), exact.size(), "vp8x.webp"), Error);
@@ -413,9 +371,11 @@ TEST(ImageFiles, SpecialAndUnreadableFiles) {
       test::run_cli("segment /dev/zero -o " + (dir / "m.png").string() + " --model /dev/zero",
                     "timeout 30"),
       "not a regular file");
-  expect_one_line_error(test::run_cli("segment " + dir.string() + " -o " +
-                                      (dir / "m.png").string() + " --model synthetic:swin_v1_t"),
-                        "is a folder");
+  // A folder is an input whose images are segmented; here the only entry is the FIFO, which
+  // is not an image file.
+  expect_one_line_error(test::run_cli("segment " + dir.string() + " -o " + (dir / "out").string() +
+                                      " --model synthetic:swin_v1_t"),
+                        "holds no images");
   // Unreadable: the system's reason, not "cannot decode". Root reads everything, so the
   // command runs as `nobody` when the tests run as root.
   const fs::path img = dir / "secret.png";
@@ -427,7 +387,8 @@ TEST(ImageFiles, SpecialAndUnreadableFiles) {
     if (std::system("command -v setpriv >/dev/null 2>&1") != 0) GTEST_SKIP() << "no setpriv";
     runner = "setpriv --reuid=65534 --regid=65534 --clear-groups";
     // The checkout may lie in a folder that user cannot enter (e.g. under /root).
-    if (test::run_cli("--version", runner).code != 0) GTEST_SKIP() << "user 65534 cannot run biref here";
+    if (test::run_cli("--version", runner).code != 0)
+      GTEST_SKIP() << "user 65534 cannot run biref here";
   }
   const auto s = test::run_cli("segment " + img.string() + " -o " + (dir / "o.png").string() +
                                    " --model synthetic:swin_v1_t",

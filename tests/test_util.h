@@ -1,5 +1,6 @@
 // Shared helpers of the test suite.
 #pragma once
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -263,6 +264,56 @@ inline CliResult run_cli(const std::string& args, const std::string& env = "") {
   std::error_code ec;
   fs::remove(out, ec);
   fs::remove(err, ec);
+  return r;
+}
+
+// AddressSanitizer's shadow memory and quarantine add to every process's peak; the bounds below
+// are about the code's own allocations (hundreds of MB against the gigabytes they used to take).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr double kSlackMb = 600;
+#else
+inline constexpr double kSlackMb = 0;
+#endif
+
+// Runs `biref ARGS` like run_cli and measures its peak RSS in MiB. RUSAGE_CHILDREN holds
+// the largest of every child ever waited for, so the command runs under a fresh forked process
+// whose only children are the shell and biref; that process sends back what it saw.
+inline CliResult run_cli_measured(const std::string& args, double& peak_mb) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    const CliResult r = run_cli(args);
+    rusage ru{};
+    getrusage(RUSAGE_CHILDREN, &ru);
+    const std::string msg = std::to_string(r.code) + "\n" + std::to_string(ru.ru_maxrss) + "\n" +
+                            std::to_string(r.out.size()) + "\n" + r.out + r.err;
+    for (size_t done = 0; done < msg.size();) {
+      const ssize_t n = write(fds[1], msg.data() + done, msg.size() - done);
+      if (n <= 0) _exit(1);
+      done += size_t(n);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, size_t(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::istringstream in(msg);
+  CliResult r;
+  long long kib = 0;
+  size_t out_size = 0;
+  in >> r.code >> kib >> out_size;
+  in.get();
+  std::string rest(std::istreambuf_iterator<char>(in), {});
+  r.out = rest.substr(0, out_size);
+  r.err = rest.substr(std::min(out_size, rest.size()));
+  peak_mb = double(kib) / 1024.0;
+  std::printf("peak RSS of 'biref %s': %.0f MiB\n", args.substr(0, 40).c_str(), peak_mb);
   return r;
 }
 

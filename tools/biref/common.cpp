@@ -73,4 +73,68 @@ bool stderr_is_terminal() {
   return isatty(STDERR_FILENO) == 1;
 }
 
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+std::string format_duration(double s) {
+  char buf[32];
+  if (s < 60) {
+    std::snprintf(buf, sizeof buf, "%.1fs", s);
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, int(s) % 3600 / 60);
+  }
+  return buf;
+}
+
+ProgressBar::ProgressBar(bool on, size_t total, std::string unit)
+    : on_(on), total_(total), unit_(std::move(unit)), start_(now_seconds()) {}
+
+void ProgressBar::update(size_t done, const std::string& current) {
+  done_ = done;
+  current_ = current;
+  if (!on_) return;
+  const double now = now_seconds();
+  if (done != total_ && last_ >= 0 && now - last_ < 0.1) return;
+  draw(now);
+}
+
+void ProgressBar::draw(double now) {
+  last_ = now;
+  constexpr int kBar = 24;
+  const int filled = total_ ? int(kBar * done_ / total_) : kBar;
+  const double elapsed = now - start_;
+  std::string rate = "-", eta = "-";
+  if (done_ > 0 && elapsed > 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", double(done_) / elapsed);
+    rate = buf;
+    eta = format_duration(elapsed / double(done_) * double(total_ - done_));
+  }
+  std::string name = current_;
+  if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
+  std::fprintf(stderr, "\r\033[K[%s%s] %zu/%zu  %s %s/s  ETA %s  %s",
+               std::string(size_t(filled), '#').c_str(),
+               std::string(size_t(kBar - filled), '.').c_str(), done_, total_, rate.c_str(),
+               unit_.c_str(), eta.c_str(), name.c_str());
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void ProgressBar::clear() {
+  if (!on_ || !drawn_) return;
+  std::fprintf(stderr, "\r\033[K");
+  std::fflush(stderr);
+  drawn_ = false;
+  last_ = -1;
+}
+
+void ProgressBar::finish() {
+  clear();
+}
+
 }  // namespace biref::cli

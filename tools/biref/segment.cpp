@@ -1,190 +1,352 @@
-// `biref segment IMAGE -o OUT --model CKPT [--size WxH|dynamic] [--output KINDS]`: one image in;
-// its mask, RGBA cut-out, refined foreground and/or composite out.
+// `biref segment INPUT... -o OUT --model CKPT [--model CKPT2 ...]`: images, folders or globs in;
+// for each image its mask, RGBA cut-out, refined foreground and/or composite out. Decoding runs
+// ahead of the model and writing behind it on their own threads.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
 
 #include "biref/biref.h"
 #include "biref/pipeline.h"
 #include "command.h"
 #include "common.h"
 #include "core/check.h"
+#include "core/pool.h"
+#include "segment_files.h"
 #include "weights/safetensors.h"
 #include "weights/zoo.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 struct SegmentOptions {
-  std::string image, output, model, size, dump;
-  bool size_given = false;  // else the model's native size
+  std::vector<std::string> inputs, models;
+  std::string output, size, dump;
+  bool size_given = false;  // else the first model's native size
   std::string outputs = "mask", bg_color = "white", bg_image;
   int threshold = -1;                         // < 0: a soft mask
   int64_t max_pixels = int64_t(2048) * 2048;  // --size dynamic: the largest model input
+  std::string tile = "off", tta = "none";
+  int tile_size = 0, overlap = -1;
+  int batch = 1;
   int threads = 0;
   int64_t max_image_pixels = 0;  // 0: the default limit
-  bool quiet = false;
+  bool recursive = false, skip_existing = false, quiet = false;
 };
 
-// The output kinds, in the order they are written.
-const std::vector<std::string>& all_kinds() {
-  static const std::vector<std::string> kinds = {"mask", "rgba", "foreground", "composite"};
-  return kinds;
-}
-
-std::vector<std::string> parse_kinds(const std::string& list) {
-  std::vector<std::string> kinds;
+std::vector<biref::OutputKind> parse_kinds(const std::string& list) {
+  std::vector<biref::OutputKind> kinds;
   size_t b = 0;
   while (b <= list.size()) {
     const size_t e = std::min(list.find(',', b), list.size());
-    const std::string k = list.substr(b, e - b);
-    BIREF_CHECK(std::find(all_kinds().begin(), all_kinds().end(), k) != all_kinds().end(),
-                "--output '", k, "' is not an output kind (mask, rgba, foreground, composite)");
+    const biref::OutputKind k = biref::parse_output_kind(list.substr(b, e - b));
     if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
     b = e + 1;
   }
   return kinds;
 }
 
-// Where each kind goes. One kind: -o names the file, unless it is an existing folder. Several
-// kinds (or a folder): OUT/<image stem>.<kind>.png.
-std::vector<std::pair<std::string, std::string>> output_paths(
-    const SegmentOptions& o, const std::vector<std::string>& kinds) {
-  std::error_code ec;
-  const bool folder = kinds.size() > 1 || fs::is_directory(o.output, ec);
-  std::vector<std::pair<std::string, std::string>> paths;
-  for (const std::string& k : kinds) {
-    if (!folder) {
-      paths.push_back({k, o.output});
-      continue;
-    }
-    BIREF_CHECK(fs::path(o.output).extension().empty() || fs::is_directory(o.output, ec), "-o '",
-                o.output, "' must be a folder with several --output kinds (e.g. -o out/)");
-    if (!fs::exists(o.output, ec)) {  // made here, inside a folder that exists
-      const fs::path parent = fs::absolute(o.output).parent_path();
-      BIREF_CHECK(fs::is_directory(parent, ec), "cannot make the output folder '", o.output,
-                  "': folder '", parent.string(), "' does not exist");
-      fs::create_directory(o.output, ec);
-      BIREF_CHECK(!ec, "cannot make the output folder '", o.output, "': ", ec.message());
-    }
-    paths.push_back(
-        {k,
-         (fs::path(o.output) / (fs::path(o.image).stem().string() + "." + k + ".png")).string()});
-  }
-  return paths;
-}
+// One image as it moves through the run: decoded ahead of the model, or the reason it was not.
+struct Decoded {
+  std::optional<biref::Image> image;
+  std::string error;
+  double seconds = 0;
+};
 
 int run_segment(const SegmentOptions& o) {
-  BIREF_CHECK(!o.output.empty(), "no output: pass -o MASK.png");
   biref::check_threads(o.threads, "--threads");
   BIREF_CHECK(o.max_image_pixels >= 0, "--max-image-pixels must be positive");
-  const std::vector<std::string> kinds = parse_kinds(o.outputs);
-  const biref::Color bg = biref::parse_color(o.bg_color);
+  BIREF_CHECK(o.batch >= 1 && o.batch <= 64, "--batch ", o.batch, " is out of range (1..64)");
+  BIREF_CHECK(o.tta == "none" || o.tta == "flip", "--tta '", o.tta, "' is not none or flip");
+  const std::vector<biref::OutputKind> kinds = parse_kinds(o.outputs);
+  std::vector<std::string> kind_names;
+  for (biref::OutputKind k : kinds) kind_names.push_back(biref::output_kind_name(k));
+  biref::OutputOptions render;
+  render.background = biref::parse_color(o.bg_color);
+  render.threshold = o.threshold;
   BIREF_CHECK(o.threshold < 0 || o.threshold <= 254, "--threshold ", o.threshold,
               " is out of range: use 0..254 (255 where the mask is above it)");
-  // The model size: dynamic (each image at its own size), --size, the zoo entry's native size
+
+  // The model size: dynamic (each image at its own size), --size, the first model's zoo entry
   // (2048x2048 for HR, 2560x1440 for lite-2K, ...), else 1024x1024.
-  const bool dynamic = o.size_given && o.size == "dynamic";
-  int W = 0, H = 0;
+  biref::PredictOptions po;
+  po.dynamic = o.size_given && o.size == "dynamic";
+  po.max_pixels = o.max_pixels;
+  po.flip = o.tta == "flip";
+  po.tile.mode = biref::parse_tile_mode(o.tile);
+  po.tile.tile_size = o.tile_size;
+  po.tile.overlap = o.overlap;
   std::string size = o.size;
   if (!o.size_given) {
-    const auto entry = biref::zoo_find(o.model);
+    const auto entry = biref::zoo_find(o.models[0]);
     size = entry ? std::to_string(entry->width) + "x" + std::to_string(entry->height) : "1024x1024";
   }
-  if (!dynamic) {
-    biref::cli::parse_size(size, "--size", W, H);
-    biref::cli::check_model_size(W, H, "--size");
+  if (!po.dynamic) {
+    biref::cli::parse_size(size, "--size", po.width, po.height);
+    biref::cli::check_model_size(po.width, po.height, "--size");
   }
   BIREF_CHECK(o.max_pixels >= 32 * 32, "--max-pixels ", o.max_pixels, " must be at least 1024");
+  BIREF_CHECK(!(po.dynamic && po.tile.mode == biref::TileMode::On),
+              "--tile on needs a fixed model size: it cannot be combined with --size dynamic");
+  biref::tile_layout(po.width, po.height, po.width, po.height, po.tile);  // checks the flags
 
-  // Every output is checked before the model is loaded: format, folder, never an input.
-  const auto paths = output_paths(o, kinds);
-  std::vector<std::string> outs;
-  for (const auto& p : paths) outs.push_back(p.second);
-  if (!o.dump.empty()) outs.push_back(o.dump);
-  for (size_t i = 0; i < outs.size(); ++i) {  // never an input, first of all
-    biref::cli::check_not_an_input(outs[i], o.image, "the input image");
-    biref::cli::check_not_an_input(outs[i], o.model, "the model checkpoint");
-    if (!o.bg_image.empty())
-      biref::cli::check_not_an_input(outs[i], o.bg_image, "the background image");
-    for (size_t j = 0; j < i; ++j)
-      BIREF_CHECK(!biref::cli::same_file(outs[i], outs[j]), "two outputs name the same file '",
-                  outs[i], "'");
-    const fs::path dir = fs::path(outs[i]).parent_path();
-    std::error_code ec;
-    BIREF_CHECK(dir.empty() || fs::is_directory(dir, ec), "cannot write '", outs[i], "': folder '",
-                dir.string(), "' does not exist");
+  // The inputs and every output path, checked before a model is loaded or a file written.
+  size_t skipped_folders = 0;
+  const std::vector<biref::cli::InputImage> inputs =
+      biref::cli::expand_inputs(o.inputs, o.recursive, skipped_folders);
+  std::error_code ec;
+  const bool single = o.inputs.size() == 1 && inputs.size() == 1 &&
+                      !fs::is_directory(o.inputs[0], ec) && fs::exists(o.inputs[0], ec);
+  const biref::cli::OutputPlan plan =
+      biref::cli::plan_outputs(inputs, single, o.output, kind_names);
+  BIREF_CHECK(o.dump.empty() || (single && o.models.size() == 1),
+              "--dump takes one input image and one model");
+  for (const auto& paths : plan.paths)
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      const std::string& path = paths[k];
+      for (const std::string& m : o.models)
+        biref::cli::check_not_an_input(path, m, "the model checkpoint");
+      if (!o.bg_image.empty())
+        biref::cli::check_not_an_input(path, o.bg_image, "the background image");
+      BIREF_CHECK(biref::can_write_image(path), "cannot write '", path,
+                  "': unknown image format (use .png, .jpg, .bmp, .tif or .webp)");
+      const std::string ext = fs::path(path).extension().string();
+      BIREF_CHECK(!biref::output_has_alpha(kinds[k]) || ext == ".png" || ext == ".webp" ||
+                      ext == ".tif" || ext == ".tiff",
+                  "cannot write the ", kind_names[k], " output to '", path,
+                  "': it has an alpha channel (use .png, .webp or .tif)");
+      if (!plan.folder) {
+        const fs::path dir = fs::path(path).parent_path();
+        BIREF_CHECK(dir.empty() || fs::is_directory(dir, ec), "cannot write '", path, "': folder '",
+                    dir.string(), "' does not exist");
+      }
+    }
+  if (!o.dump.empty()) {
+    biref::cli::check_not_an_input(o.dump, inputs[0].path, "the input image");
+    for (const std::string& m : o.models)
+      biref::cli::check_not_an_input(o.dump, m, "the model checkpoint");
+    BIREF_CHECK(!biref::cli::same_file(o.dump, plan.paths[0][0]),
+                "two outputs name the same file '", o.dump, "'");
   }
-  for (const auto& [kind, path] : paths) {
-    const std::string ext = fs::path(path).extension().string();
-    BIREF_CHECK(biref::can_write_image(path), "cannot write '", path,
-                "': unknown image format (use .png, .jpg, .bmp, .tif or .webp)");
-    BIREF_CHECK(!(kind == "rgba" || kind == "foreground") || ext == ".png" || ext == ".webp" ||
-                    ext == ".tif" || ext == ".tiff",
-                "cannot write the ", kind, " output to '", path,
-                "': it has an alpha channel (use .png, .webp or .tif)");
+  // --skip-existing: an image whose every output exists is done (outputs are written whole).
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    bool done = o.skip_existing;
+    for (const std::string& p : plan.paths[i]) done = done && fs::is_regular_file(p, ec);
+    if (!done) todo.push_back(i);
   }
+  const size_t skipped = inputs.size() - todo.size();
+  if (plan.folder && !todo.empty()) {
+    fs::create_directories(o.output, ec);
+    BIREF_CHECK(!ec, "cannot make the output folder '", o.output, "': ", ec.message());
+  }
+
   biref::DecodeOptions decode;
   decode.max_pixels = o.max_image_pixels;
-  const biref::Image image = biref::read_image(o.image, decode);
   biref::Image background;
   if (!o.bg_image.empty()) {
     background = biref::read_image(o.bg_image, decode);
-    if (background.width != image.width || background.height != image.height)
-      background = biref::resize_bicubic_antialiased(background, image.width, image.height);
+    render.background_image = &background;
   }
-  if (dynamic) biref::dynamic_model_size(image.width, image.height, o.max_pixels, W, H);
+  const bool tty = biref::cli::stderr_is_terminal();
+  const bool chatty = !o.quiet && !single;
+  if (chatty && skipped_folders > 0)
+    std::fprintf(stderr, "note: %zu subfolder%s not searched (use --recursive)\n", skipped_folders,
+                 skipped_folders == 1 ? "" : "s");
+  if (todo.empty()) {
+    if (!o.quiet)
+      std::fprintf(stderr, "nothing to do: the outputs of all %zu images exist\n", inputs.size());
+    return 0;
+  }
 
   biref::LoadOptions lo;
   lo.threads = o.threads;
-  const auto t0 = std::chrono::steady_clock::now();
-  auto model = biref::Model::load(o.model, lo);
+  const auto t_load = Clock::now();
+  std::vector<std::unique_ptr<biref::Model>> models;
+  std::vector<biref::Model*> model_ptrs;
+  for (const std::string& m : o.models) {
+    models.push_back(biref::Model::load(m, lo));
+    model_ptrs.push_back(models.back().get());
+  }
+  const double load_s = seconds_since(t_load);
   // --dump: every named intermediate (bb.full.x1 ... out, NCHW float32) into one .safetensors
   std::vector<std::pair<std::string, biref::HostTensor>> dumped;
   if (!o.dump.empty()) {
-    model->set_dump([&](const std::string& name, const biref::HostTensor& t) {
+    models[0]->set_dump([&](const std::string& name, const biref::HostTensor& t) {
       dumped.push_back({name, t});
     });
   }
-  const auto t1 = std::chrono::steady_clock::now();
-  const biref::InputResize resize =
-      dynamic ? biref::InputResize::PillowBicubic : biref::InputResize::OpenCvBilinear;
-  const biref::HostTensor logits = model->forward(biref::preprocess(image, W, H, resize));
-  biref::Image mask = biref::mask_from_probabilities(
-      biref::probabilities(logits, image.width, image.height), image.width, image.height);
-  if (o.threshold >= 0) mask = biref::threshold_mask(mask, o.threshold);
-  const auto t2 = std::chrono::steady_clock::now();
-  // The dump first and the images last: a failure never leaves an image without its dump, and
-  // each file is written atomically (complete or absent).
+  const biref::Predictor predictor(model_ptrs, po);
+  const biref::ModelInfo info = models[0]->info();
+  if (chatty) {
+    std::string models_text = info.backbone;
+    if (models.size() > 1) models_text += " ×" + std::to_string(models.size());
+    std::fprintf(stderr, "%zu image%s", todo.size(), todo.size() == 1 ? "" : "s");
+    if (skipped) std::fprintf(stderr, " (%zu skipped: their outputs exist)", skipped);
+    std::fprintf(stderr, "; %s on %s, loaded in %.0f ms\n", models_text.c_str(),
+                 info.device.c_str(), load_s * 1e3);
+  }
+  // What one image's outputs are called in the progress lines: the file, or for several kinds
+  // "out/name.{mask,rgba}.png".
+  auto outputs_text = [&](size_t i) {
+    if (kinds.size() == 1) return plan.paths[i][0];
+    const std::string& first = plan.paths[i][0];
+    std::string list;
+    for (const std::string& k : kind_names) list += (list.empty() ? "" : ",") + k;
+    return first.substr(0, first.size() - kind_names[0].size() - 4) + "{" + list + "}.png";
+  };
+
+  // Decoding ahead (one thread, one batch in flight), the model on this thread, rendering and
+  // writing behind it (one thread, one batch queued): memory stays at a few images.
+  std::mutex mu;  // guards the counters, the progress bar and stderr
+  size_t done = 0, failed = 0;
+  double infer_s = 0;
+  biref::cli::ProgressBar bar(tty && chatty, todo.size(), "img");
+  auto report_failure = [&](const std::string& path, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++failed;
+    ++done;
+    bar.clear();
+    if (single) return;
+    // "biref segment: PATH: why", without naming the file twice when the reason names it
+    if (why.find(path) != std::string::npos)
+      std::fprintf(stderr, "biref segment: %s\n", why.c_str());
+    else
+      std::fprintf(stderr, "biref segment: %s: %s\n", path.c_str(), why.c_str());
+    bar.update(done);
+  };
+  std::string single_error;  // one input: its failure is the command's error
+  int single_w = 0, single_h = 0;
+  auto fail_image = [&](size_t i, const std::string& why) {
+    if (single) single_error = why;
+    report_failure(inputs[i].path, why);
+  };
+  auto write_outputs = [&](size_t i, const biref::Image& image, const biref::Image& mask,
+                           double seconds) {
+    try {
+      for (size_t k = 0; k < kinds.size(); ++k) {
+        const std::string& path = plan.paths[i][k];
+        if (plan.folder) fs::create_directories(fs::path(path).parent_path());
+        biref::write_image(path, biref::render_output(kinds[k], image, mask, render));
+      }
+    } catch (const std::exception& e) {
+      fail_image(i, dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what());
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    ++done;
+    if (chatty && !tty)
+      std::fprintf(stderr, "[%zu/%zu] %s: %dx%d -> %s (%.2f s)\n", done, todo.size(),
+                   inputs[i].path.c_str(), image.width, image.height, outputs_text(i).c_str(),
+                   seconds);
+    bar.update(done, inputs[i].path);
+  };
+
+  const auto t_run = Clock::now();
+  {
+    biref::TaskQueue writer(1, 1);
+    struct Pending {
+      size_t index;
+      std::shared_ptr<biref::Image> image;
+    };
+    std::vector<Pending> batch;
+    auto run_batch = [&] {
+      if (batch.empty()) return;
+      std::vector<const biref::Image*> images;
+      for (const Pending& p : batch) images.push_back(p.image.get());
+      const auto t0 = Clock::now();
+      std::vector<biref::Image> masks;
+      try {
+        masks = predictor.masks(images);
+      } catch (const std::exception& e) {
+        for (const Pending& p : batch)
+          fail_image(p.index, dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what());
+        batch.clear();
+        return;
+      }
+      const double s = seconds_since(t0);
+      infer_s += s;
+      for (size_t b = 0; b < batch.size(); ++b) {
+        auto mask = std::make_shared<biref::Image>(std::move(masks[b]));
+        writer.push([&, p = batch[b], mask, s] { write_outputs(p.index, *p.image, *mask, s); });
+      }
+      batch.clear();
+    };
+    const size_t window = size_t(o.batch) + 1;
+    biref::ordered_map<Decoded>(
+        todo.size(), 1, window,
+        [&](size_t t) {
+          Decoded d;
+          const auto t0 = Clock::now();
+          try {
+            d.image = biref::read_image(inputs[todo[t]].path, decode);
+          } catch (const std::exception& e) {
+            d.error = dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what();
+          }
+          d.seconds = seconds_since(t0);
+          return d;
+        },
+        [&](size_t t, Decoded& d) {
+          if (!d.image) {
+            fail_image(todo[t], d.error);
+          } else {
+            single_w = d.image->width;
+            single_h = d.image->height;
+            batch.push_back({todo[t], std::make_shared<biref::Image>(std::move(*d.image))});
+            if (int(batch.size()) >= o.batch) run_batch();
+          }
+          if (t + 1 == todo.size()) run_batch();
+        });
+    writer.finish();
+  }
+  const double run_s = seconds_since(t_run);
+  bar.finish();
+  if (single && !single_error.empty()) biref::fail(single_error);
   if (!o.dump.empty()) {
     std::vector<std::pair<std::string, biref::TensorData>> ts;
     for (const auto& [name, t] : dumped)
       ts.push_back({name, {biref::DType::F32, t.shape, t.data.data(), nullptr}});
+    int W = po.width, H = po.height;
+    // (the dump is written after the image: both are written whole, each atomically)
     biref::save_safetensors(o.dump, ts,
-                            {{"source", o.image},
-                             {"model", o.model},
+                            {{"source", inputs[0].path},
+                             {"model", o.models[0]},
                              {"size", std::to_string(W) + "x" + std::to_string(H)}});
   }
-  for (const auto& [kind, path] : paths) {
-    if (kind == "mask") {
-      biref::write_image(path, mask);
-    } else if (kind == "rgba") {
-      biref::write_image(path, biref::cutout_rgba(image, mask));
-    } else if (kind == "foreground") {
-      biref::write_image(path, biref::cutout_rgba(biref::refine_foreground(image, mask), mask));
+  if (!o.quiet) {
+    if (single) {
+      int W = 0, H = 0;
+      const biref::ImageInfo in{"", single_w, single_h};
+      predictor.model_size(in.width, in.height, W, H);
+      std::fprintf(stderr, "%s: %dx%d -> %s (%s%s at %dx%d%s on %s; load %.0f ms, run %.0f ms)\n",
+                   inputs[0].path.c_str(), in.width, in.height,
+                   plan.folder ? o.output.c_str() : plan.paths[0][0].c_str(), info.backbone.c_str(),
+                   models.size() > 1 ? (" ×" + std::to_string(models.size())).c_str() : "", W, H,
+                   predictor.tiled(in.width, in.height) ? ", tiled" : "", info.device.c_str(),
+                   load_s * 1e3, infer_s * 1e3);
     } else {
-      biref::write_image(
-          path, biref::composite(image, mask, bg, o.bg_image.empty() ? nullptr : &background));
+      const size_t ok = done - failed;
+      std::fprintf(stderr, "segmented %zu of %zu images", ok, todo.size());
+      if (failed) std::fprintf(stderr, " (%zu failed)", failed);
+      std::fprintf(stderr, " in %s: %.2f images/s (model %.2f s/image)",
+                   biref::cli::format_duration(run_s).c_str(), double(done) / run_s,
+                   ok ? infer_s / double(ok) : 0.0);
+      if (skipped) std::fprintf(stderr, "; %zu skipped (outputs exist)", skipped);
+      std::fprintf(stderr, "\n");
     }
   }
-  if (!o.quiet) {
-    using ms = std::chrono::duration<double, std::milli>;
-    std::fprintf(stderr, "%s: %dx%d -> %s (%s at %dx%d on %s; load %.0f ms, run %.0f ms)\n",
-                 o.image.c_str(), image.width, image.height,
-                 paths.size() == 1 ? paths[0].second.c_str() : o.output.c_str(),
-                 model->info().backbone.c_str(), W, H, model->info().device.c_str(),
-                 ms(t1 - t0).count(), ms(t2 - t1).count());
+  if (failed > 0 && !single) {
+    std::fprintf(stderr, "biref segment: error: %zu of %zu images failed (listed above)\n", failed,
+                 todo.size());
+    return 1;
   }
   return 0;
 }
@@ -192,17 +354,19 @@ int run_segment(const SegmentOptions& o) {
 }  // namespace
 
 BIREF_COMMAND(
-    segment, "Segment an image: its mask, cut-out, refined foreground or composite",
+    segment, "Segment images: masks, cut-outs, refined foregrounds or composites",
     [](CLI::App& app) -> biref::cli::RunFn {
       auto o = std::make_shared<SegmentOptions>();
-      app.add_option("image", o->image, "input image (JPEG, PNG, WebP, TIFF, BMP, PNM)")
+      app.add_option("images", o->inputs,
+                     "images (JPEG, PNG, WebP, TIFF, BMP, PNM), folders or quoted globs")
           ->required();
       app.add_option("-o,--out", o->output,
-                     "output file (one kind), or folder: OUT/<stem>.<kind>.png")
+                     "output file (one image, one kind), or folder: OUT/<name>.<kind>.png")
           ->required();
-      app.add_option("-m,--model", o->model,
+      app.add_option("-m,--model", o->models,
                      "checkpoint (.safetensors / .pth), zoo name (see `biref models`), "
-                     "hf:ORG/REPO[:FILE], or synthetic:BACKBONE[:SEED]")
+                     "hf:ORG/REPO[:FILE], or synthetic:BACKBONE[:SEED]; several: an ensemble "
+                     "(the mean of their probabilities)")
           ->required();
       app.add_option("-s,--size", o->size,
                      "model input WIDTHxHEIGHT, multiples of 32, or 'dynamic' (each image "
@@ -219,14 +383,29 @@ BIREF_COMMAND(
       app.add_option("--bg-color", o->bg_color, "composite background: #RRGGBB, R,G,B or a name")
           ->capture_default_str();
       app.add_option("--bg-image", o->bg_image,
-                     "composite background image (resized to the image)");
+                     "composite background image (resized to each image)");
       app.add_option("--max-pixels", o->max_pixels,
                      "--size dynamic: larger images are scaled down to this many model "
                      "input pixels, keeping the aspect ratio")
           ->capture_default_str();
+      app.add_option("--tile", o->tile,
+                     "tiled inference for large images: auto (images over twice the tile), "
+                     "on, off")
+          ->capture_default_str();
+      app.add_option("--tile-size", o->tile_size,
+                     "a tile's width in image pixels (0: the model size)");
+      app.add_option("--overlap", o->overlap,
+                     "pixels shared by neighbouring tiles (default: a quarter of a tile)");
+      app.add_option("--tta", o->tta, "test-time augmentation: none, or flip (2x the time)")
+          ->capture_default_str();
+      app.add_option("--batch", o->batch, "run up to N images of one model size as one batch")
+          ->capture_default_str();
+      app.add_flag("-r,--recursive", o->recursive, "search folders recursively");
+      app.add_flag("--skip-existing", o->skip_existing,
+                   "skip images whose outputs all exist (resume an interrupted run)");
       app.add_option("-t,--threads", o->threads, "threads (0: all cores)");
       biref::cli::add_max_image_pixels(app, o->max_image_pixels);
-      app.add_flag("-q,--quiet", o->quiet, "print nothing on success");
+      app.add_flag("-q,--quiet", o->quiet, "print only errors");
       app.add_option("--dump", o->dump,
                      "also write the named intermediates (bb.full.x1 ... out) to this "
                      ".safetensors file, for debugging against the official model");
