@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -10,7 +12,9 @@
 
 namespace biref {
 
-int64_t numel_of(const Shape& s) { return checked_numel(s); }
+int64_t numel_of(const Shape& s) {
+  return checked_numel(s);
+}
 
 namespace {
 
@@ -61,23 +65,57 @@ struct Arena::Record {
     int64_t t_alloc, t_free;
   };
   std::mutex mu;
+  Shape key;
   std::vector<Event> events;
   int64_t clock = 0;
 };
 
 namespace {
-size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+size_t round64(size_t n) {
+  return (n + 63) / 64 * 64;
+}
 }  // namespace
 
-Arena::~Arena() { drop_plan(); }
+namespace {
+size_t max_plans_from_env() {
+  const char* env = std::getenv("BIREF_ARENA_PLANS");
+  if (!env || !*env) return Arena::kDefaultMaxPlans;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(env, &end, 10);
+  BIREF_CHECK(errno == 0 && end && *end == '\0' && v >= 1 && v <= 1024, "BIREF_ARENA_PLANS='", env,
+              "' is not a number of activation plans from 1 to 1024");
+  return size_t(v);
+}
+}  // namespace
 
-void Arena::drop_plan() {
-  arena_block_.reset();
-  arena_ = nullptr;
-  arena_bytes_ = 0;
-  plan_offsets_.clear();
-  plan_sizes_.clear();
-  plan_key_.clear();
+Arena::Arena(size_t max_plans) : max_plans_(max_plans ? max_plans : max_plans_from_env()) {}
+
+Arena::~Arena() = default;
+
+void Arena::set_max_plans(size_t n) {
+  BIREF_CHECK(n >= 1, "an arena keeps at least one plan");
+  BIREF_CHECK(!running_, "the arena's plan count cannot change during a pass");
+  max_plans_ = n;
+  evict();
+  fit_block();
+}
+
+void Arena::evict() {
+  while (plans_.size() > max_plans_) plans_.pop_back();
+}
+
+// The block to exactly the largest plan kept (none when no plan is kept). Freed before the new
+// one is mapped, so the two are never held together.
+void Arena::fit_block() {
+  size_t need = 0;
+  for (const Plan& p : plans_) need = std::max(need, p.bytes);
+  if (need == block_bytes_ && (block_ || need == 0)) return;
+  block_.reset();
+  block_bytes_ = 0;
+  if (need == 0) return;
+  block_ = allocate_floats(int64_t(need / sizeof(float)));
+  block_bytes_ = need;
 }
 
 void Arena::begin_run(const Shape& key) {
@@ -85,25 +123,33 @@ void Arena::begin_run(const Shape& key) {
   next_ = 0;
   heap_allocations_ = 0;
   plan_broken_ = false;
-  replay_ = arena_ != nullptr && key == plan_key_;
-  if (!replay_) {
-    drop_plan();  // one plan at a time: a new shape replaces the old one
-    plan_key_ = key;
-    record_ = std::make_shared<Record>();
+  current_ = nullptr;
+  for (auto it = plans_.begin(); it != plans_.end(); ++it) {
+    if (it->key == key) {
+      plans_.splice(plans_.begin(), plans_, it);  // most recently used
+      current_ = &plans_.front();
+      return;
+    }
   }
+  // A new shape: this pass lives on the heap and is recorded. The block is released meanwhile
+  // (the old plans stay), so the recording pass and the block are not resident together.
+  block_.reset();
+  block_bytes_ = 0;
+  record_ = std::make_shared<Record>();
+  record_->key = key;
 }
 
 Tensor Arena::empty(const Shape& shape) {
   const size_t bytes = round64(size_t(std::max<int64_t>(numel_of(shape), 1)) * sizeof(float));
-  if (replay_ && !plan_broken_) {
-    if (next_ < plan_sizes_.size() && plan_sizes_[next_] == bytes) {
-      return Tensor::wrap(arena_ + plan_offsets_[next_++] / sizeof(float), shape);
+  if (current_ && !plan_broken_) {
+    if (next_ < current_->sizes.size() && current_->sizes[next_] == bytes) {
+      return Tensor::wrap(block_.get() + current_->offsets[next_++] / sizeof(float), shape);
     }
     plan_broken_ = true;  // this pass differs from the recorded one: heap until re-planned
   }
   ++heap_allocations_;
   Tensor t = Tensor::empty(shape);
-  if (running_ && !replay_) {
+  if (running_ && record_) {
     std::shared_ptr<Record> rec = record_;
     size_t index;
     {
@@ -129,29 +175,40 @@ Tensor Arena::zeros(const Shape& shape) {
 
 void Arena::end_run() {
   running_ = false;
-  if (replay_) {
-    if (plan_broken_) drop_plan();
+  if (current_) {
+    if (plan_broken_) {  // forget the plan; the next pass at this shape records it anew
+      plans_.pop_front();
+      fit_block();
+    }
+    current_ = nullptr;
     return;
   }
-  build_plan();
+  plans_.push_front(build_plan());
   record_.reset();
+  evict();
+  fit_block();
 }
 
 void Arena::abort_run() {
   running_ = false;
-  if (!replay_ || plan_broken_) drop_plan();
+  if (current_ && plan_broken_) plans_.pop_front();
+  current_ = nullptr;
   record_.reset();
+  fit_block();  // after a recording pass, the block comes back for the plans kept
 }
 
-void Arena::build_plan() {
+Arena::Plan Arena::build_plan() const {
   std::vector<Record::Event> ev;
+  Plan plan;
   {
     std::lock_guard<std::mutex> lock(record_->mu);
     ev = record_->events;
+    plan.key = record_->key;
   }
   std::vector<size_t> order(ev.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ev[a].bytes > ev[b].bytes; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return ev[a].bytes > ev[b].bytes; });
   std::vector<size_t> offset(ev.size(), 0);
   std::vector<size_t> placed;
   size_t total = 0;
@@ -173,12 +230,11 @@ void Arena::build_plan() {
     total = std::max(total, at + ev[i].bytes);
     placed.push_back(i);
   }
-  arena_block_ = allocate_floats(int64_t(std::max<size_t>(total, 64) / sizeof(float)));
-  arena_ = arena_block_.get();
-  arena_bytes_ = total;
-  plan_sizes_.resize(ev.size());
-  plan_offsets_ = offset;
-  for (size_t i = 0; i < ev.size(); ++i) plan_sizes_[i] = ev[i].bytes;
+  plan.bytes = total;
+  plan.offsets = std::move(offset);
+  plan.sizes.resize(ev.size());
+  for (size_t i = 0; i < ev.size(); ++i) plan.sizes[i] = ev[i].bytes;
+  return plan;
 }
 
 }  // namespace biref

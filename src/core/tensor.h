@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,13 +35,25 @@ struct Tensor {
 
 // Activation memory planned per input shape. The first forward pass at a shape allocates from
 // the heap and records every allocation's size and lifetime; end_run() then packs those
-// lifetimes into one block (largest first, each at the lowest offset free for its lifetime).
-// Every later pass at that shape is served from the block in the same order: no allocation in
-// the steady state, and the block is about the peak of live activations, not their sum.
-// A pass whose allocations differ from the plan falls back to the heap and is recorded anew.
+// lifetimes into a plan (largest first, each at the lowest offset free for its lifetime). Every
+// later pass at that shape is served from the planned block in the same order: no allocation in
+// the steady state, and a plan is about the peak of live activations, not their sum.
+//
+// Several plans are kept, keyed by shape, least recently used evicted past max_plans() (8 by
+// default, or $BIREF_ARENA_PLANS): mixed input sizes replay each size's plan instead of
+// recording again whenever the size changes. Passes never overlap (runs are sequential), so all
+// plans share ONE block, sized to the largest plan kept: memory is the largest plan, not the
+// sum. Between runs the block is always exactly that size: it shrinks when the largest plan is
+// evicted or dropped, and it is released while a pass records a new shape (that pass lives on
+// the heap; the block is allocated again, at the new largest size, when the plan is built).
+// A pass whose allocations differ from its plan falls back to the heap for the rest of the pass
+// and drops the plan, so the next pass at that shape records anew.
 class Arena {
  public:
-  Arena() = default;
+  static constexpr size_t kDefaultMaxPlans = 8;
+  // max_plans 0: kDefaultMaxPlans, or $BIREF_ARENA_PLANS when set (an integer from 1 to 1024;
+  // anything else is a biref::Error naming the variable).
+  explicit Arena(size_t max_plans = 0);
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   ~Arena();
@@ -51,21 +64,33 @@ class Arena {
   Tensor empty(const Shape& shape);
   Tensor zeros(const Shape& shape);
 
-  size_t bytes_held() const { return arena_bytes_; }  // the planned block
+  // At least 1; lowering it evicts the least recently used plans now. Not during a run.
+  void set_max_plans(size_t n);
+  size_t max_plans() const { return max_plans_; }
+  size_t plans() const { return plans_.size(); }
+
+  // The shared block: the largest plan kept (0 while a pass records a new shape).
+  size_t bytes_held() const { return block_bytes_; }
   size_t heap_allocations() const { return heap_allocations_; }  // of the last pass
 
  private:
   struct Record;
-  Shape plan_key_;
-  std::vector<size_t> plan_offsets_, plan_sizes_;
-  std::shared_ptr<float> arena_block_;
-  float* arena_ = nullptr;
-  size_t arena_bytes_ = 0;
-  bool running_ = false, replay_ = false, plan_broken_ = false;
+  struct Plan {
+    Shape key;
+    std::vector<size_t> offsets, sizes;
+    size_t bytes = 0;  // the extent of the packed lifetimes
+  };
+  std::list<Plan> plans_;  // most recently used first
+  size_t max_plans_;
+  std::shared_ptr<float> block_;
+  size_t block_bytes_ = 0;
+  const Plan* current_ = nullptr;  // the plan replayed by this pass
+  bool running_ = false, plan_broken_ = false;
   size_t next_ = 0, heap_allocations_ = 0;
   std::shared_ptr<Record> record_;
-  void build_plan();
-  void drop_plan();
+  Plan build_plan() const;
+  void evict();
+  void fit_block();
 };
 
 }  // namespace biref

@@ -1,6 +1,9 @@
 // `biref bench`: latency, stage breakdown, achieved GFLOP/s against the machine's own sgemm
-// measured in the same run, load time and peak memory.
+// measured in the same run, load time and peak memory. With --sizes, also the cost per
+// megapixel of a cycle of mixed input sizes against the fixed --size (the activation arena keeps
+// a plan per size; $BIREF_ARENA_PLANS=1 measures with one plan, re-planned at every change).
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
+#include <sstream>
 
 #include "biref/biref.h"
 #include "command.h"
@@ -20,6 +24,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// CPU time of this process so far, every thread, in ms: user + system, and system alone (page
+// faults of fresh memory land there). Steadier than wall time on a shared machine.
+struct CpuTime {
+  double total = 0, sys = 0;
+};
+CpuTime cpu_now() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto ms = [](const timeval& t) { return t.tv_sec * 1e3 + t.tv_usec / 1e3; };
+  return {ms(u.ru_utime) + ms(u.ru_stime), ms(u.ru_stime)};
 }
 
 double median(std::vector<double> v) {
@@ -49,19 +65,58 @@ double measure_sgemm(int n, int reps) {
 struct BenchOptions {
   std::string model = "synthetic:swin_v1_t";
   std::string size = "1024x1024";
+  std::string sizes;  // "W1xH1,W2xH2,...": a cycle of mixed sizes after the fixed-size runs
   int runs = 5, warmup = 1, threads = 0, batch = 1;
   bool json = false, reference = false, profile = false;
 };
+
+struct Size {
+  int w = 0, h = 0;
+};
+
+std::vector<Size> parse_sizes(const std::string& list) {
+  std::vector<Size> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    Size s;
+    biref::cli::parse_size(item, "--sizes", s.w, s.h);
+    biref::cli::check_model_size(s.w, s.h, "--sizes");
+    out.push_back(s);
+  }
+  BIREF_CHECK(!out.empty() && list.back() != ',', "--sizes '", list,
+              "' must be a comma-separated list of WIDTHxHEIGHT");
+  return out;
+}
+
+// A B x 3 x H x W input of normal noise (the same seed for every size).
+biref::HostTensor random_input(int batch, int W, int H) {
+  biref::HostTensor x;
+  x.shape = {batch, 3, H, W};
+  const int64_t n = biref::checked_numel(x.shape);
+  try {
+    x.data.resize(size_t(n));
+  } catch (const std::exception&) {  // bad_alloc, or length_error past the vector's max_size
+    biref::fail("cannot allocate the input of ", biref::shape_str(x.shape), " (",
+                double(n) * 4 / (1 << 30), " GiB)");
+  }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& v : x.data) v = nd(rng);
+  return x;
+}
 
 int run_bench(const BenchOptions& o) {
   int W = 0, H = 0;
   biref::cli::parse_size(o.size, "--size", W, H);
   biref::cli::check_model_size(W, H, "--size");
+  const std::vector<Size> mixed = o.sizes.empty() ? std::vector<Size>{} : parse_sizes(o.sizes);
   BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
   BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
   biref::check_threads(o.threads, "--threads");
-  // The input alone: B x 3 x H x W floats, computed without wrapping, before the model is loaded.
-  const int64_t input_floats = biref::checked_numel({o.batch, 3, H, W});
+  // The inputs alone: B x 3 x H x W floats, computed without wrapping, before the model is loaded.
+  biref::checked_numel({o.batch, 3, H, W});
+  for (const Size& s : mixed) biref::checked_numel({o.batch, 3, s.h, s.w});
   biref::LoadOptions lo;
   lo.threads = o.threads;
   lo.device = o.reference ? biref::Device::Reference : biref::Device::Cpu;
@@ -70,17 +125,7 @@ int run_bench(const BenchOptions& o) {
   const double load_ms = ms_since(t_load);
   const auto info = model->info();
 
-  biref::HostTensor x;
-  x.shape = {o.batch, 3, H, W};
-  try {
-    x.data.resize(size_t(input_floats));
-  } catch (const std::exception&) {  // bad_alloc, or length_error past the vector's max_size
-    biref::fail("cannot allocate the input of ", biref::shape_str(x.shape), " (",
-                double(input_floats) * 4 / (1 << 30), " GiB)");
-  }
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  for (auto& v : x.data) v = nd(rng);
+  const biref::HostTensor x = random_input(o.batch, W, H);
 
   if (!o.json) {
     std::fprintf(stderr,
@@ -89,22 +134,61 @@ int run_bench(const BenchOptions& o) {
                  info.device.c_str(), omp_get_max_threads());
   }
   model->set_profiling(o.profile);
-  std::vector<double> lat;
+  std::vector<double> lat, cpu, sys;
   std::map<std::string, std::vector<double>> stages;
   double first_ms = 0;
   for (int r = 0; r < o.warmup + o.runs; ++r) {
     const auto t = Clock::now();
+    const CpuTime c0 = cpu_now();
     model->forward(x);
     const double ms = ms_since(t);
+    const CpuTime c1 = cpu_now();
     if (r == 0) first_ms = ms;
     if (!o.json)
       std::fprintf(stderr, "  run %d%s: %.1f ms\n", r + 1, r < o.warmup ? " (warm-up)" : "", ms);
     if (r < o.warmup) continue;
     lat.push_back(ms);
+    cpu.push_back(c1.total - c0.total);
+    sys.push_back(c1.sys - c0.sys);
     for (const auto& s : model->last_timings()) stages[s.name].push_back(s.ms);
   }
   const double gflop = model->last_flops() / 1e9;
   const double med = median(lat);
+  const std::vector<biref::StageTiming> op_profile = model->last_op_profile();
+  const double mpixels = double(o.batch) * W * H / 1e6;  // of model input, per run
+
+  // The mixed cycle: --warmup untimed cycles through the sizes, then --runs timed cycles. Each
+  // cycle's cost is its time over its megapixels; the median over cycles is reported.
+  std::vector<biref::HostTensor> mixed_inputs;
+  for (const Size& s : mixed) mixed_inputs.push_back(random_input(o.batch, s.w, s.h));
+  std::vector<double> cycle_ms_per_mpx, cycle_cpu_per_mpx, cycle_sys_per_mpx;
+  std::vector<std::vector<double>> mixed_lat(mixed.size());
+  model->set_profiling(false);
+  if (!mixed.empty() && !o.json)
+    std::fprintf(stderr, "mixed sizes %s: %d warm-up and %d timed cycles\n", o.sizes.c_str(),
+                 o.warmup, o.runs);
+  for (int c = 0; c < (mixed.empty() ? 0 : o.warmup + o.runs); ++c) {
+    double cycle_ms = 0, cycle_mpx = 0;
+    const CpuTime c0 = cpu_now();
+    for (size_t i = 0; i < mixed.size(); ++i) {
+      const auto t = Clock::now();
+      model->forward(mixed_inputs[i]);
+      const double ms = ms_since(t);
+      if (!o.json)
+        std::fprintf(stderr, "  cycle %d%s %dx%d: %.1f ms\n", c + 1,
+                     c < o.warmup ? " (warm-up)" : "", mixed[i].w, mixed[i].h, ms);
+      if (c < o.warmup) continue;
+      mixed_lat[i].push_back(ms);
+      cycle_ms += ms;
+      cycle_mpx += double(o.batch) * mixed[i].w * mixed[i].h / 1e6;
+    }
+    const CpuTime c1 = cpu_now();
+    if (c < o.warmup) continue;
+    cycle_ms_per_mpx.push_back(cycle_ms / cycle_mpx);
+    cycle_cpu_per_mpx.push_back((c1.total - c0.total) / cycle_mpx);
+    cycle_sys_per_mpx.push_back((c1.sys - c0.sys) / cycle_mpx);
+  }
+
   const double sgemm = measure_sgemm(2048, 3);
   const double rss = biref::cli::peak_rss_mb();
 
@@ -119,6 +203,9 @@ int run_bench(const BenchOptions& o) {
   j["load_ms"] = load_ms;
   j["first_run_ms"] = first_ms;
   j["median_ms"] = med;
+  j["ms_per_mpixel"] = med / mpixels;
+  j["cpu_ms_per_mpixel"] = median(cpu) / mpixels;  // user + system, all threads
+  j["sys_ms_per_mpixel"] = median(sys) / mpixels;
   j["min_ms"] = *std::min_element(lat.begin(), lat.end());
   j["max_ms"] = *std::max_element(lat.begin(), lat.end());
   j["gflops"] = gflop;
@@ -127,6 +214,25 @@ int run_bench(const BenchOptions& o) {
   j["efficiency_vs_sgemm"] = gflop / (med / 1e3) / sgemm;
   j["peak_rss_mb"] = rss;
   j["activation_mb"] = double(model->activation_bytes()) / (1 << 20);
+  nlohmann::ordered_json mx;
+  if (!mixed.empty()) {
+    const double mixed_cost = median(cycle_ms_per_mpx);
+    mx["sizes"] = nlohmann::ordered_json::array();
+    nlohmann::ordered_json per_size;
+    for (size_t i = 0; i < mixed.size(); ++i) {
+      mx["sizes"].push_back({mixed[i].w, mixed[i].h});
+      per_size[std::to_string(mixed[i].w) + "x" + std::to_string(mixed[i].h)] =
+          median(mixed_lat[i]);
+    }
+    mx["cycles"] = o.runs;
+    mx["median_ms"] = per_size;
+    mx["ms_per_mpixel"] = mixed_cost;
+    mx["vs_fixed"] = mixed_cost / (med / mpixels);
+    mx["cpu_ms_per_mpixel"] = median(cycle_cpu_per_mpx);
+    mx["sys_ms_per_mpixel"] = median(cycle_sys_per_mpx);
+    mx["cpu_vs_fixed"] = median(cycle_cpu_per_mpx) / (median(cpu) / mpixels);
+    j["mixed"] = mx;
+  }
   nlohmann::ordered_json st;
   for (const char* name : {"backbone.full", "backbone.half", "squeeze", "decoder"}) {
     if (stages.count(name)) st[name] = median(stages[name]);
@@ -134,7 +240,7 @@ int run_bench(const BenchOptions& o) {
   j["stages"] = st;
   if (o.profile) {
     nlohmann::ordered_json ops;
-    for (const auto& p : model->last_op_profile()) ops[p.name] = p.ms;
+    for (const auto& p : op_profile) ops[p.name] = p.ms;
     j["ops_last_run"] = ops;
   }
   if (o.json) {
@@ -151,8 +257,17 @@ int run_bench(const BenchOptions& o) {
     std::printf("    %-14s %8.1f ms\n", name.c_str(), v.get<double>());
   if (o.profile) {
     std::printf("  ops (last run, wall time):\n");
-    for (const auto& p : model->last_op_profile())
-      std::printf("    %-28s %8.1f ms\n", p.name.c_str(), p.ms);
+    for (const auto& p : op_profile) std::printf("    %-28s %8.1f ms\n", p.name.c_str(), p.ms);
+  }
+  std::printf("  per megapixel   %8.1f ms   (CPU %.1f ms, of which system %.1f)\n", med / mpixels,
+              j["cpu_ms_per_mpixel"].get<double>(), j["sys_ms_per_mpixel"].get<double>());
+  if (!mixed.empty()) {
+    std::printf("  mixed sizes (median over %d cycles):\n", o.runs);
+    for (auto& [name, v] : mx["median_ms"].items())
+      std::printf("    %-14s %8.1f ms\n", name.c_str(), v.get<double>());
+    std::printf("    per megapixel %8.1f ms   (x%.3f the fixed size; CPU %.1f ms, x%.3f)\n",
+                mx["ms_per_mpixel"].get<double>(), mx["vs_fixed"].get<double>(),
+                mx["cpu_ms_per_mpixel"].get<double>(), mx["cpu_vs_fixed"].get<double>());
   }
   std::printf("  model           %8.1f GFLOP -> %.1f GFLOP/s\n", gflop, gflop / (med / 1e3));
   std::printf("  sgemm 2048^3    %8.1f GFLOP/s (same run) -> efficiency %.0f%%\n", sgemm,
@@ -172,8 +287,12 @@ BIREF_COMMAND(
           ->capture_default_str();
       app.add_option("--size,-s", o->size, "input WIDTHxHEIGHT (multiples of 32)")
           ->capture_default_str();
-      app.add_option("--runs,-n", o->runs, "timed runs")->capture_default_str();
-      app.add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str();
+      app.add_option("--sizes", o->sizes,
+                     "then cycle through W1xH1,W2xH2,... and compare ms per megapixel with --size");
+      app.add_option("--runs,-n", o->runs, "timed runs (with --sizes: also timed cycles)")
+          ->capture_default_str();
+      app.add_option("--warmup", o->warmup, "untimed runs first (with --sizes: also cycles)")
+          ->capture_default_str();
       app.add_option("--threads,-t", o->threads, "threads (0: all cores)")->capture_default_str();
       app.add_option("--batch,-b", o->batch, "batch size")->capture_default_str();
       app.add_flag("--reference", o->reference, "run the naive reference kernels");
