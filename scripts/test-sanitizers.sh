@@ -27,6 +27,7 @@ EXCLUDE=(
 # measures the code's allocations rather than the sanitizer's.
 RSS_TESTS=(
   'PthReject\.ObjectBombPickle'
+  'Tiling\.PeakMemoryGrowsOnlyWithTheImage'
 )
 
 # Leaks: on; a sanitizer error aborts the process (so ctest reports it), UB too.

@@ -1,6 +1,8 @@
 // `biref segment INPUT... -o OUT --model CKPT [--model CKPT2 ...]`: images, folders or globs in;
 // for each image its mask, RGBA cut-out, refined foreground and/or composite out. Decoding runs
 // ahead of the model and writing behind it on their own threads.
+#include <omp.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -231,6 +233,9 @@ int run_segment(const SegmentOptions& o) {
   };
   auto write_outputs = [&](size_t i, const biref::Image& image, const biref::Image& mask,
                            double seconds) {
+    // This thread's OpenMP regions (refine_foreground) on one thread: the model's threads
+    // already fill the cores, and a second team of spinning threads would slow both.
+    omp_set_num_threads(1);
     try {
       for (size_t k = 0; k < kinds.size(); ++k) {
         const std::string& path = plan.paths[i][k];
