@@ -174,5 +174,46 @@ TEST_F(SegmentFolders, EnsembleAndFlipThroughTheCommand) {
             test::read_file((dir / "ens" / "a.mask.png").string()));
 }
 
+// Ctrl-C in the middle of a folder: the images being written are finished, nothing half-written
+// is left (no temporary file), exit code 130, and --skip-existing completes the rest.
+TEST_F(SegmentFolders, InterruptStopsCleanlyAndResumes) {
+  for (int i = 0; i < 8; ++i)
+    image(in / std::string("q").append(std::to_string(i)).append(".png"), 300, 300, i * 10);
+  const std::string cmd = "segment " + in.string() + " -o " + out.string() +
+                          " --model synthetic:swin_v1_t --size 384x384";
+  // SIGINT 4 s after the start (during the model load or the first images), then SIGKILL
+  // after 120 s if the command ever ignored it.
+  const auto r = test::run_cli(cmd, "timeout --preserve-status -k 120 -s INT 4");
+  EXPECT_EQ(r.code, 130) << r.all();
+  EXPECT_NE(r.err.find("interrupted after"), std::string::npos) << r.err;
+  const std::set<std::string> written = files(out);
+  EXPECT_LT(written.size(), 8u) << r.err;
+  for (const std::string& f : written)
+    EXPECT_TRUE(f.size() > 9 && f.substr(f.size() - 9) == ".mask.png" && f[0] != '.') << f;
+  const auto rest = test::run_cli(cmd + " --skip-existing");
+  EXPECT_EQ(rest.code, 0) << rest.all();
+  EXPECT_EQ(files(out).size(), 8u);
+}
+
+// On a terminal: a progress bar with the rate and the time left, redrawn in place, instead of
+// a line per image (the terminal is made by util-linux's `script`).
+TEST_F(SegmentFolders, ProgressBarOnATerminal) {
+  if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "no script(1)";
+  for (int i = 0; i < 3; ++i)
+    image(in / std::string("t").append(std::to_string(i)).append(".png"), 40, 40, i);
+  const std::string cmd =
+      std::string(BIREF_CLI) + " segment " + in.string() + " -o " + out.string() + kModel;
+  const fs::path log = dir / "tty.log";
+  const int status = std::system(
+      ("script -qec '" + cmd + "' /dev/null >" + log.string() + " 2>&1 </dev/null").c_str());
+  EXPECT_EQ(status, 0);
+  const std::string tty = test::read_file(log.string());  // what the terminal showed
+  EXPECT_NE(tty.find("3/3"), std::string::npos) << tty;
+  EXPECT_NE(tty.find("img/s  ETA"), std::string::npos) << tty;
+  EXPECT_NE(tty.find("\r"), std::string::npos) << tty;
+  EXPECT_EQ(tty.find("[1/3] "), std::string::npos) << tty;  // no per-image lines
+  EXPECT_EQ(files(out).size(), 3u);
+}
+
 }  // namespace
 }  // namespace biref

@@ -3,6 +3,10 @@
 // ahead of the model and writing behind it on their own threads.
 #include <omp.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -63,7 +67,41 @@ struct Decoded {
   double seconds = 0;
 };
 
+// Ctrl-C (SIGINT) or SIGTERM during a run: the images being written are finished, no new one
+// is started, and the command ends with a summary and exit code 130. A second signal kills at
+// once (the handler is reset to the default by the first).
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) {
+  g_interrupted.store(true);
+  static const char msg[] =
+      "\nbiref segment: stopping after the images in progress (again to quit now)\n";
+  [[maybe_unused]] const ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+struct Interrupted {};
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {
+  }, old_term_{};
+};
+
 int run_segment(const SegmentOptions& o) {
+  const InterruptGuard interrupt_guard;
   biref::check_threads(o.threads, "--threads");
   BIREF_CHECK(o.max_image_pixels >= 0, "--max-image-pixels must be positive");
   BIREF_CHECK(o.batch >= 1 && o.batch <= 64, "--batch ", o.batch, " is out of range (1..64)");
@@ -256,6 +294,7 @@ int run_segment(const SegmentOptions& o) {
   };
 
   const auto t_run = Clock::now();
+  bool interrupted = false;
   {
     biref::TaskQueue writer(1, 1);
     struct Pending {
@@ -286,30 +325,35 @@ int run_segment(const SegmentOptions& o) {
       batch.clear();
     };
     const size_t window = size_t(o.batch) + 1;
-    biref::ordered_map<Decoded>(
-        todo.size(), 1, window,
-        [&](size_t t) {
-          Decoded d;
-          const auto t0 = Clock::now();
-          try {
-            d.image = biref::read_image(inputs[todo[t]].path, decode);
-          } catch (const std::exception& e) {
-            d.error = dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what();
-          }
-          d.seconds = seconds_since(t0);
-          return d;
-        },
-        [&](size_t t, Decoded& d) {
-          if (!d.image) {
-            fail_image(todo[t], d.error);
-          } else {
-            single_w = d.image->width;
-            single_h = d.image->height;
-            batch.push_back({todo[t], std::make_shared<biref::Image>(std::move(*d.image))});
-            if (int(batch.size()) >= o.batch) run_batch();
-          }
-          if (t + 1 == todo.size()) run_batch();
-        });
+    try {
+      biref::ordered_map<Decoded>(
+          todo.size(), 1, window,
+          [&](size_t t) {
+            Decoded d;
+            const auto t0 = Clock::now();
+            try {
+              d.image = biref::read_image(inputs[todo[t]].path, decode);
+            } catch (const std::exception& e) {
+              d.error = dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what();
+            }
+            d.seconds = seconds_since(t0);
+            return d;
+          },
+          [&](size_t t, Decoded& d) {
+            if (g_interrupted.load()) throw Interrupted{};
+            if (!d.image) {
+              fail_image(todo[t], d.error);
+            } else {
+              single_w = d.image->width;
+              single_h = d.image->height;
+              batch.push_back({todo[t], std::make_shared<biref::Image>(std::move(*d.image))});
+              if (int(batch.size()) >= o.batch) run_batch();
+            }
+            if (t + 1 == todo.size()) run_batch();
+          });
+    } catch (const Interrupted&) {
+      interrupted = true;  // the writes queued so far still complete
+    }
     writer.finish();
   }
   const double run_s = seconds_since(t_run);
@@ -347,6 +391,13 @@ int run_segment(const SegmentOptions& o) {
       if (skipped) std::fprintf(stderr, "; %zu skipped (outputs exist)", skipped);
       std::fprintf(stderr, "\n");
     }
+  }
+  if (interrupted) {
+    std::fprintf(stderr,
+                 "biref segment: interrupted after %zu of %zu images; the rest can be resumed "
+                 "with --skip-existing\n",
+                 done, todo.size());
+    return 130;
   }
   if (failed > 0 && !single) {
     std::fprintf(stderr, "biref segment: error: %zu of %zu images failed (listed above)\n", failed,
