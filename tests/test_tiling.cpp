@@ -277,16 +277,18 @@ TEST(Tiling, PeakMemoryGrowsOnlyWithTheImage) {
   const int sizes[2][2] = {{4000, 3000}, {8000, 6000}};
   for (int k = 0; k < 2; ++k) {
     const int w = sizes[k][0], h = sizes[k][1];
-    const std::string img = (dir / ("big" + std::to_string(k) + ".jpg")).string();
+    const std::string img =
+        (dir / std::string("big").append(std::to_string(k)).append(".jpg")).string();
     cv::Mat m(h, w, CV_8UC3);
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x) m.at<cv::Vec3b>(y, x) = cv::Vec3b(uint8_t(x), uint8_t(y), 128);
     ASSERT_TRUE(cv::imwrite(img, m));
-    const auto r = test::run_cli_measured("segment " + img + " -o " +
-                                              (dir / ("m" + std::to_string(k) + ".png")).string() +
-                                              " --model synthetic:swin_v1_t --size 128x128 "
-                                              "--tile on --tile-size 2048 -q",
-                                          peak[k]);
+    const auto r = test::run_cli_measured(
+        "segment " + img + " -o " +
+            (dir / std::string("m").append(std::to_string(k)).append(".png")).string() +
+            " --model synthetic:swin_v1_t --size 128x128 "
+            "--tile on --tile-size 2048 -q",
+        peak[k]);
     ASSERT_EQ(r.code, 0) << r.all();
     fs::remove(img);
   }
