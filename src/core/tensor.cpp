@@ -22,6 +22,11 @@ namespace {
 // freed memory for reuse (its mmap threshold adapts upward), which would leave a first run's
 // activations resident next to the planned arena.
 constexpr size_t kMapThreshold = size_t(1) << 20;
+// Blocks of 4 MiB and more are asked for transparent huge pages (madvise mode is the common
+// default): a first pass faults in its fresh activations 2 MiB at a time instead of 4 KiB. On a
+// virtual machine where a page fault cost ~13 µs, this took the first 1024² run of swin_v1_t
+// from 9.2-9.7 s to 3.6-3.8 s (steady runs and peak RSS unchanged).
+constexpr size_t kHugeThreshold = size_t(4) << 20;
 
 std::shared_ptr<float> allocate_floats(int64_t n) {
   size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(float);
@@ -29,6 +34,7 @@ std::shared_ptr<float> allocate_floats(int64_t n) {
   if (bytes >= kMapThreshold) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes");
+    if (bytes >= kHugeThreshold) madvise(p, bytes, MADV_HUGEPAGE);
     return std::shared_ptr<float>(static_cast<float*>(p), [bytes](float* q) { munmap(q, bytes); });
   }
   void* p = std::aligned_alloc(64, bytes);
