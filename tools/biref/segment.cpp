@@ -64,7 +64,6 @@ std::vector<biref::OutputKind> parse_kinds(const std::string& list) {
 struct Decoded {
   std::optional<biref::Image> image;
   std::string error;
-  double seconds = 0;
 };
 
 // Ctrl-C (SIGINT) or SIGTERM during a run: the images being written are finished, no new one
@@ -177,21 +176,21 @@ int run_segment(const SegmentOptions& o) {
                 "two outputs name the same file '", o.dump, "'");
   }
   // --skip-existing: an image whose every output exists is done (outputs are written whole).
-  std::vector<size_t> todo;
+  std::vector<size_t> to_run;
   for (size_t i = 0; i < inputs.size(); ++i) {
     bool done = o.skip_existing;
     for (const std::string& p : plan.paths[i]) done = done && fs::is_regular_file(p, ec);
-    if (!done) todo.push_back(i);
+    if (!done) to_run.push_back(i);
   }
-  const size_t skipped = inputs.size() - todo.size();
-  if (plan.folder && !todo.empty()) {
+  const size_t skipped = inputs.size() - to_run.size();
+  if (plan.folder && !to_run.empty()) {
     fs::create_directories(o.output, ec);
     BIREF_CHECK(!ec, "cannot make the output folder '", o.output, "': ", ec.message());
   }
 
   biref::DecodeOptions decode;
   decode.max_pixels = o.max_image_pixels;
-  biref::Image background;
+  biref::Image background, resized_background;  // the second: used by the writer thread only
   if (!o.bg_image.empty()) {
     background = biref::read_image(o.bg_image, decode);
     render.background_image = &background;
@@ -201,7 +200,7 @@ int run_segment(const SegmentOptions& o) {
   if (chatty && skipped_folders > 0)
     std::fprintf(stderr, "note: %zu subfolder%s not searched (use --recursive)\n", skipped_folders,
                  skipped_folders == 1 ? "" : "s");
-  if (todo.empty()) {
+  if (to_run.empty()) {
     if (!o.quiet)
       std::fprintf(stderr, "nothing to do: the outputs of all %zu images exist\n", inputs.size());
     return 0;
@@ -229,7 +228,7 @@ int run_segment(const SegmentOptions& o) {
   if (chatty) {
     std::string models_text = info.backbone;
     if (models.size() > 1) models_text += " ×" + std::to_string(models.size());
-    std::fprintf(stderr, "%zu image%s", todo.size(), todo.size() == 1 ? "" : "s");
+    std::fprintf(stderr, "%zu image%s", to_run.size(), to_run.size() == 1 ? "" : "s");
     if (skipped) std::fprintf(stderr, " (%zu skipped: their outputs exist)", skipped);
     std::fprintf(stderr, "; %s on %s, loaded in %.0f ms\n", models_text.c_str(),
                  info.device.c_str(), load_s * 1e3);
@@ -249,7 +248,7 @@ int run_segment(const SegmentOptions& o) {
   std::mutex mu;  // guards the counters, the progress bar and stderr
   size_t done = 0, failed = 0;
   double infer_s = 0;
-  biref::cli::ProgressBar bar(tty && chatty, todo.size(), "img");
+  biref::cli::ProgressBar bar(tty && chatty, to_run.size(), "img");
   auto report_failure = [&](const std::string& path, const std::string& why) {
     std::lock_guard<std::mutex> lock(mu);
     ++failed;
@@ -275,10 +274,19 @@ int run_segment(const SegmentOptions& o) {
     // already fill the cores, and a second team of spinning threads would slow both.
     omp_set_num_threads(1);
     try {
+      // --bg-image: resized once per image size, not once per image
+      biref::OutputOptions writer_render = render;
+      if (render.background_image &&
+          (background.width != image.width || background.height != image.height)) {
+        if (resized_background.width != image.width || resized_background.height != image.height)
+          resized_background =
+              biref::resize_bicubic_antialiased(background, image.width, image.height);
+        writer_render.background_image = &resized_background;
+      }
       for (size_t k = 0; k < kinds.size(); ++k) {
         const std::string& path = plan.paths[i][k];
         if (plan.folder) fs::create_directories(fs::path(path).parent_path());
-        biref::write_image(path, biref::render_output(kinds[k], image, mask, render));
+        biref::write_image(path, biref::render_output(kinds[k], image, mask, writer_render));
       }
     } catch (const std::exception& e) {
       fail_image(i, dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what());
@@ -287,7 +295,7 @@ int run_segment(const SegmentOptions& o) {
     std::lock_guard<std::mutex> lock(mu);
     ++done;
     if (chatty && !tty)
-      std::fprintf(stderr, "[%zu/%zu] %s: %dx%d -> %s (%.2f s)\n", done, todo.size(),
+      std::fprintf(stderr, "[%zu/%zu] %s: %dx%d -> %s (%.2f s)\n", done, to_run.size(),
                    inputs[i].path.c_str(), image.width, image.height, outputs_text(i).c_str(),
                    seconds);
     bar.update(done, inputs[i].path);
@@ -327,29 +335,27 @@ int run_segment(const SegmentOptions& o) {
     const size_t window = size_t(o.batch) + 1;
     try {
       biref::ordered_map<Decoded>(
-          todo.size(), 1, window,
+          to_run.size(), 1, window,
           [&](size_t t) {
             Decoded d;
-            const auto t0 = Clock::now();
             try {
-              d.image = biref::read_image(inputs[todo[t]].path, decode);
+              d.image = biref::read_image(inputs[to_run[t]].path, decode);
             } catch (const std::exception& e) {
               d.error = dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what();
             }
-            d.seconds = seconds_since(t0);
             return d;
           },
           [&](size_t t, Decoded& d) {
             if (g_interrupted.load()) throw Interrupted{};
             if (!d.image) {
-              fail_image(todo[t], d.error);
+              fail_image(to_run[t], d.error);
             } else {
               single_w = d.image->width;
               single_h = d.image->height;
-              batch.push_back({todo[t], std::make_shared<biref::Image>(std::move(*d.image))});
+              batch.push_back({to_run[t], std::make_shared<biref::Image>(std::move(*d.image))});
               if (int(batch.size()) >= o.batch) run_batch();
             }
-            if (t + 1 == todo.size()) run_batch();
+            if (t + 1 == to_run.size()) run_batch();
           });
     } catch (const Interrupted&) {
       interrupted = true;  // the writes queued so far still complete
@@ -383,7 +389,7 @@ int run_segment(const SegmentOptions& o) {
                    load_s * 1e3, infer_s * 1e3);
     } else {
       const size_t ok = done - failed;
-      std::fprintf(stderr, "segmented %zu of %zu images", ok, todo.size());
+      std::fprintf(stderr, "segmented %zu of %zu images", ok, to_run.size());
       if (failed) std::fprintf(stderr, " (%zu failed)", failed);
       std::fprintf(stderr, " in %s: %.2f images/s (model %.2f s/image)",
                    biref::cli::format_duration(run_s).c_str(), double(done) / run_s,
@@ -396,12 +402,12 @@ int run_segment(const SegmentOptions& o) {
     std::fprintf(stderr,
                  "biref segment: interrupted after %zu of %zu images; the rest can be resumed "
                  "with --skip-existing\n",
-                 done, todo.size());
+                 done, to_run.size());
     return 130;
   }
   if (failed > 0 && !single) {
     std::fprintf(stderr, "biref segment: error: %zu of %zu images failed (listed above)\n", failed,
-                 todo.size());
+                 to_run.size());
     return 1;
   }
   return 0;
