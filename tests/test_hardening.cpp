@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
 #include <sstream>
@@ -282,6 +283,34 @@ TEST(ImageLimits, BombIsRefusedBeforeDecoding) {
                            lax);
             }).find("t.png"),
             std::string::npos);
+}
+
+// The kind on biref::Error is what a service maps to an HTTP status.
+ErrorKind kind_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  ADD_FAILURE() << "no biref::Error thrown";
+  return ErrorKind::Internal;
+}
+
+TEST(ErrorKinds, TellBadInputTooLargeAndMissingApart) {
+  const std::string bomb = png_declaring(20000, 20000);
+  EXPECT_EQ(kind_of([&] {
+              decode_image(reinterpret_cast<const uint8_t*>(bomb.data()), bomb.size(), "b.png");
+            }),
+            ErrorKind::TooLarge);
+  const std::string junk = "not an image at all";
+  EXPECT_EQ(kind_of([&] {
+              decode_image(reinterpret_cast<const uint8_t*>(junk.data()), junk.size(), "j.png");
+            }),
+            ErrorKind::InvalidInput);
+  EXPECT_EQ(kind_of([] { read_image("/nonexistent/biref/x.png"); }), ErrorKind::NotFound);
+  EXPECT_EQ(kind_of([] { Model::load("no-such-model-or-file"); }), ErrorKind::NotFound);
+  EXPECT_STREQ(error_kind_name(ErrorKind::TooLarge), "too large");
+  EXPECT_EQ(Error("x").kind(), ErrorKind::InvalidInput);
 }
 
 TEST(ImageLimits, SegmentAndEvalRefuseBombsInLittleMemory) {

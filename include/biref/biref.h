@@ -63,6 +63,14 @@ class Model {
 
   ModelInfo info() const;
 
+  // Another model on the same weights, for another thread. The loaded and packed weights are
+  // shared (read-only, one copy however many forks); the fork has its own activation memory,
+  // primitive cache and scratch. A model runs one forward at a time; its forks run concurrently.
+  // The weights are freed with the last model that uses them.
+  std::unique_ptr<Model> fork() const;
+  // Bytes of weights the model holds (shared with its forks).
+  size_t weight_bytes() const;
+
   // input: [B, 3, H, W], ImageNet-normalised RGB (the PyTorch layout). Returns the logits
   // [B, 1, H, W]; the mask is sigmoid(logits).
   HostTensor forward(const HostTensor& input);

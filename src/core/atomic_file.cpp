@@ -21,7 +21,10 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   BIREF_CHECK(fs::is_directory(dir, ec), "cannot write '", path_, "': folder '", dir.string(),
               "' does not exist");
   std::random_device rd;
-  temp_ = (dir / ("." + target.filename().string() + ".tmp-" + std::to_string(rd()))).string();
+  // (built with append: gcc 12 warns falsely (-Wrestrict) on "." + std::string)
+  std::string name(".");
+  name.append(target.filename().string()).append(".tmp-").append(std::to_string(rd()));
+  temp_ = (dir / name).string();
 }
 
 AtomicFile::~AtomicFile() {

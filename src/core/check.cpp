@@ -5,6 +5,17 @@
 
 namespace biref {
 
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::InvalidInput: return "invalid input";
+    case ErrorKind::TooLarge: return "too large";
+    case ErrorKind::NotFound: return "not found";
+    case ErrorKind::Unavailable: return "unavailable";
+    case ErrorKind::Internal: return "internal";
+  }
+  return "internal";
+}
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) {

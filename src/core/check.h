@@ -19,6 +19,11 @@ template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
   throw Error(str_cat(args...));
 }
+// The same with a kind other than InvalidInput.
+template <typename... Args>
+[[noreturn]] void fail_kind(ErrorKind kind, const Args&... args) {
+  throw Error(str_cat(args...), kind);
+}
 
 // "[1, 3, 256, 256]"
 std::string shape_str(const std::vector<int64_t>& shape);
@@ -40,4 +45,10 @@ void check_threads(int threads, const char* flag);
 #define BIREF_CHECK(cond, ...)               \
   do {                                       \
     if (!(cond)) ::biref::fail(__VA_ARGS__); \
+  } while (0)
+
+// BIREF_CHECK with an ErrorKind: BIREF_CHECK_KIND(n <= limit, ErrorKind::TooLarge, "...").
+#define BIREF_CHECK_KIND(cond, kind, ...)                  \
+  do {                                                     \
+    if (!(cond)) ::biref::fail_kind((kind), __VA_ARGS__); \
   } while (0)

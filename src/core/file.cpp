@@ -20,7 +20,7 @@ int open_regular(const std::string& path, const std::string& what, size_t& size)
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOENT) fail(what, " '", path, "' does not exist");
+    if (err == ENOENT) fail_kind(ErrorKind::NotFound, what, " '", path, "' does not exist");
     fail("cannot open ", what, " '", path, "': ", std::strerror(err));
   }
   BIREF_CHECK(!S_ISDIR(st.st_mode), what, " '", path, "' is a folder, not a file");

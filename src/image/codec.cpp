@@ -300,7 +300,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   const int64_t limit = options.max_pixels > 0 ? options.max_pixels : default_max_image_pixels();
   const ImageInfo info = probe_image(data, size, name);
   const int64_t pixels = int64_t(info.width) * info.height;
-  BIREF_CHECK(pixels <= limit, "image '", name, "' is ", info.width, "x", info.height, " = ",
+  BIREF_CHECK_KIND(pixels <= limit, ErrorKind::TooLarge, "image '", name, "' is ", info.width, "x", info.height, " = ",
               limit_text(pixels), ", above the limit of ", limit_text(limit),
               "; raise it with --max-image-pixels or BIREF_MAX_IMAGE_PIXELS if this is intended");
   BIREF_CHECK(is_complete(info, data, size), "image '", name, "' is a truncated ", info.format,

@@ -13,7 +13,10 @@ namespace biref {
 
 struct Model::Impl {
   ModelInfo info;
-  BiRefNet net;
+  // The layers (biases, norms, attention tables; the plain weights when the backend does not
+  // pack its own): shared by every fork, read-only after load.
+  std::shared_ptr<const BiRefNet> shared_net;
+  const BiRefNet& net() const { return *shared_net; }
   std::unique_ptr<Backend> backend;
   Arena pool;
   DumpFn dump;
@@ -39,7 +42,7 @@ struct Model::Impl {
         dump(name, h);
       };
     }
-    Tensor out = birefnet_forward(net, x_nhwc, ctx);
+    Tensor out = birefnet_forward(net(), x_nhwc, ctx);
     timings = std::move(ctx.timings);
     flops = ctx.flops;
     op_profile.clear();
@@ -76,16 +79,17 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
   if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
+  auto net = std::make_shared<BiRefNet>();
   {
     Checkpoint ck = load_checkpoint(source);
     const ModelConfig cfg = detect_config(ck);
     validate_checkpoint(ck, cfg);
-    impl->net = build_birefnet(ck, cfg);
+    *net = build_birefnet(ck, cfg);
     impl->info.source = source;
     impl->info.format = ck.format;
     impl->info.backbone = cfg.swin.name;
     impl->info.description = describe(cfg);
-    impl->info.parameters = impl->net.parameters;
+    impl->info.parameters = net->parameters;
   }  // the checkpoint (mapping or buffers) is released here; the model holds its own copy
   impl->band_tokens = options.band_tokens;
   impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
@@ -94,7 +98,7 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   if (be.owns_weights()) {
     // Pack every weight once now; the backend keeps the packed copies, so the plain ones go.
     auto release = [](std::vector<float>& w) { std::vector<float>().swap(w); };
-    for_each_layer(impl->net, {[&](Linear& l) { be.prepare(l); release(l.weight); },
+    for_each_layer(*net, {[&](Linear& l) { be.prepare(l); release(l.weight); },
                                [&](Conv2d& c) { be.prepare(c); release(c.weight); },
                                [&](DeformConv& d) {
                                  be.prepare(d);
@@ -102,7 +106,22 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
                                  release(d.regular.weight);
                                }});
   }
+  impl->shared_net = std::move(net);
   return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+std::unique_ptr<Model> Model::fork() const {
+  auto impl = std::make_unique<Impl>();
+  impl->info = impl_->info;
+  impl->shared_net = impl_->shared_net;
+  impl->backend = impl_->backend->fork();
+  impl->band_tokens = impl_->band_tokens;
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+size_t Model::weight_bytes() const {
+  return impl_->backend->owns_weights() ? impl_->backend->weight_bytes()
+                                        : size_t(impl_->info.parameters) * sizeof(float);
 }
 
 ModelInfo Model::info() const { return impl_->info; }

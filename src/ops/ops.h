@@ -47,6 +47,12 @@ class Backend {
   virtual void prepare(const Conv2d&) {}
   virtual void prepare(const DeformConv&) {}
   virtual bool owns_weights() const { return false; }
+  // Another backend on the same prepared weights (shared, read-only) with its own execution
+  // state (primitives, stream, scratch), for another thread: a backend is used by one thread at
+  // a time, its forks concurrently.
+  virtual std::unique_ptr<Backend> fork() const = 0;
+  // Bytes of weights the backend keeps (its packed copies); 0 when it uses the model's own.
+  virtual size_t weight_bytes() const { return 0; }
 
   // y[m, :] (+)= act(x[m, :] · Wᵀ + b) for m < rows; rows of x are `ldx` floats apart, rows of
   // y `ldy` apart. accumulate: add to y (the residual connections) instead of overwriting.

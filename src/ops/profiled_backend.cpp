@@ -12,6 +12,7 @@ class ProfiledBackend final : public Backend {
  public:
   ProfiledBackend(Backend& inner, OpProfile& profile) : in_(inner), prof_(profile) {}
   const char* name() const override { return in_.name(); }
+  std::unique_ptr<Backend> fork() const override { return in_.fork(); }
 
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate) override {

@@ -38,7 +38,7 @@ std::vector<ZooEntry> parse_table() {
     }
   } catch (const nlohmann::json::exception& ex) {
     // Only a broken edit of models/zoo.json gets here; the tests parse the table.
-    fail("the built-in model table (models/zoo.json) is invalid: ", ex.what());
+    fail_kind(ErrorKind::Internal, "the built-in model table (models/zoo.json) is invalid: ", ex.what());
   }
   return out;
 }
@@ -166,7 +166,7 @@ std::string resolve_model_source(const std::string& source) {
   }
   // A bare word is meant as a model name, not a path: say which names exist.
   if (!source.empty() && source.find_first_of("/.") == std::string::npos) {
-    fail("unknown model '", source, "' (and no such file): known models are ", zoo_names(),
+    fail_kind(ErrorKind::NotFound, "unknown model '", source, "' (and no such file): known models are ", zoo_names(),
          "; or pass hf:ORG/REPO[:FILE] or a path to a checkpoint");
   }
   return source;

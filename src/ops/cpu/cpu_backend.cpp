@@ -82,9 +82,29 @@ struct Scratch {
   }
 };
 
+// What the CPU backend derives from the weights at load: oneDNN's packed copies and the
+// re-ordered weights of biref's own kernels. Filled by prepare() while the model loads, read-only
+// afterwards, and shared by every fork() of the backend.
+struct CpuWeights {
+  std::shared_ptr<cpu::PackedWeights> dnn = std::make_shared<cpu::PackedWeights>();
+  std::map<uint64_t, Linear> deform_gemms;
+  std::map<uint64_t, std::vector<float>> tap_major;   // conv_single_output weights
+  std::map<uint64_t, std::vector<float>> input_conv;  // conv_pair's first convolution
+  std::map<uint64_t, Linear> conv_linears;
+};
+
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(std::shared_ptr<CpuWeights> w = std::make_shared<CpuWeights>())
+      : w_(std::move(w)), dnn_(w_->dnn) {}
   const char* name() const override { return "cpu (oneDNN + OpenMP)"; }
+  std::unique_ptr<Backend> fork() const override { return std::make_unique<CpuBackend>(w_); }
+  size_t weight_bytes() const override {
+    size_t n = w_->dnn->bytes();
+    for (const auto& [id, v] : w_->tap_major) n += v.size() * sizeof(float);
+    for (const auto& [id, v] : w_->input_conv) n += v.size() * sizeof(float);
+    return n;
+  }
 
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate) override {
@@ -729,11 +749,12 @@ class CpuBackend final : public Backend {
     return deform_gemms_.emplace(d.id.value, std::move(l)).first->second;
   }
 
-  cpu::OneDnn dnn_;
-  std::map<uint64_t, Linear> deform_gemms_;
-  std::map<uint64_t, std::vector<float>> tap_major_;    // conv_single_output weights
-  std::map<uint64_t, std::vector<float>> input_conv_;  // conv_pair's first convolution
-  std::map<uint64_t, Linear> conv_linears_;
+  std::shared_ptr<CpuWeights> w_;  // shared with the forks
+  std::map<uint64_t, Linear>& deform_gemms_ = w_->deform_gemms;
+  std::map<uint64_t, std::vector<float>>& tap_major_ = w_->tap_major;
+  std::map<uint64_t, std::vector<float>>& input_conv_ = w_->input_conv;
+  std::map<uint64_t, Linear>& conv_linears_ = w_->conv_linears;
+  cpu::OneDnn dnn_;  // this executor's stream and primitives
   std::vector<float> cols_, tile_out_, cat_tile_;
   Scratch scratch_;
 };

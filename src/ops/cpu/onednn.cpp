@@ -26,11 +26,12 @@ dnnl::post_ops make_post_ops(Act act, bool accumulate) {
 
 }  // namespace
 
-OneDnn::OneDnn() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+PackedWeights::PackedWeights() : engine_(dnnl::engine::kind::cpu, 0) {}
 
-const OneDnn::Packed* OneDnn::packed(uint64_t layer, const std::string& name,
-                                     const memory::desc& want, const memory::desc& user_desc,
-                                     const float* user) {
+const PackedWeights::Packed* PackedWeights::get(uint64_t layer, const std::string& name,
+                                                const memory::desc& want,
+                                                const memory::desc& user_desc, const float* user) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto& list = packed_[layer];
   for (const auto& p : list) {
     if (p->desc == want) return p.get();
@@ -48,11 +49,25 @@ const OneDnn::Packed* OneDnn::packed(uint64_t layer, const std::string& name,
     BIREF_CHECK(user != nullptr, "layer '", name, "' has no weights (released before packing)");
     src = memory(user_desc, engine_, const_cast<float*>(user));
   }
-  dnnl::reorder(src, p->mem).execute(stream_, src, p->mem);
-  stream_.wait();
+  dnnl::stream stream(engine_);
+  dnnl::reorder(src, p->mem).execute(stream, src, p->mem);
+  stream.wait();
   list.push_back(std::move(p));
   return list.back().get();
 }
+
+size_t PackedWeights::bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [layer, list] : packed_)
+    for (const auto& p : list) n += p->desc.get_size();
+  return n;
+}
+
+OneDnn::OneDnn(std::shared_ptr<PackedWeights> weights)
+    : weights_(weights ? std::move(weights) : std::make_shared<PackedWeights>()),
+      engine_(weights_->engine()),
+      stream_(engine_) {}
 
 OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
                                   bool accumulate) {
@@ -74,7 +89,7 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
     pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, dst), attr, engine_);
   }
   // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
-  p.weights = packed(l.id.value, l.name, pd.weights_desc(),
+  p.weights = weights_->get(l.id.value, l.name, pd.weights_desc(),
                      memory::desc({l.in, l.out}, dt::f32, tag::ba),
                      l.weight.empty() ? nullptr : l.weight.data());
   p.prim = dnnl::matmul(pd);
@@ -123,7 +138,7 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
                                     {c.stride, c.stride}, {c.pad, c.pad}, {c.pad, c.pad});
   dnnl::convolution_forward::primitive_desc pd(d, attr, engine_);
   Prim p;
-  p.weights = packed(c.id.value, c.name, pd.weights_desc(),
+  p.weights = weights_->get(c.id.value, c.name, pd.weights_desc(),
                      memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw),
                      c.weight.empty() ? nullptr : c.weight.data());
   p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));

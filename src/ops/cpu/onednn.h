@@ -1,9 +1,14 @@
 // oneDNN primitives for the CPU backend: matmul (linears, the GEMM of the deformable conv) and
 // convolution, created once per layer and input shape, weights reordered once into the layout
 // the primitive asks for.
+//
+// The packed weights (PackedWeights) are shared by every OneDnn executor of a model and never
+// change once packed; each executor (one per worker thread) keeps its own stream and primitive
+// cache. So N workers hold one copy of the weights.
 #pragma once
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
@@ -14,9 +19,32 @@
 
 namespace biref::cpu {
 
+// Weights in the layouts the primitives ask for, per layer. A layout asked for the first time is
+// packed under a lock (from the layer's plain weights, or from its first packed copy once the
+// plain ones are released); packed copies are never moved or freed while the store lives.
+class PackedWeights {
+ public:
+  PackedWeights();
+  struct Packed {
+    dnnl::memory::desc desc;
+    dnnl::memory mem;
+  };
+  const Packed* get(uint64_t layer, const std::string& name, const dnnl::memory::desc& want,
+                    const dnnl::memory::desc& user_desc, const float* user);
+  const dnnl::engine& engine() const { return engine_; }
+  size_t bytes() const;
+
+ private:
+  dnnl::engine engine_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, std::vector<std::unique_ptr<Packed>>> packed_;
+};
+
 class OneDnn {
  public:
-  OneDnn();
+  // An executor on `weights` (a new store when null).
+  explicit OneDnn(std::shared_ptr<PackedWeights> weights = nullptr);
+  const std::shared_ptr<PackedWeights>& weights() const { return weights_; }
   // y[m, :] (+)= act(x[m, :] · Wᵀ + b), strided rows.
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate);
@@ -27,27 +55,22 @@ class OneDnn {
   void prepare(const Conv2d& c);
 
  private:
-  struct Packed {  // weights in a primitive's preferred layout
-    dnnl::memory::desc desc;
-    dnnl::memory mem;
-  };
+  using Packed = PackedWeights::Packed;
   struct Prim {
     dnnl::primitive prim;
     dnnl::memory::desc src, dst;
     const Packed* weights = nullptr;
     dnnl::memory bias;
   };
-  const Packed* packed(uint64_t layer, const std::string& name, const dnnl::memory::desc& want,
-                       const dnnl::memory::desc& user_desc, const float* user);
   Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act, bool accumulate);
   Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
   void trim_primitives();
 
+  std::shared_ptr<PackedWeights> weights_;
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t, int, bool>, Prim> matmuls_;
   std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t>, Prim> convs_;
-  std::map<uint64_t, std::vector<std::unique_ptr<Packed>>> packed_;
 };
 
 }  // namespace biref::cpu

@@ -45,6 +45,7 @@ double deform_sample(const float* x, int H, int W, int C, int c, double y, doubl
 class RefBackend final : public Backend {
  public:
   const char* name() const override { return "reference"; }
+  std::unique_ptr<Backend> fork() const override { return std::make_unique<RefBackend>(); }
 
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate) override {
