@@ -14,6 +14,10 @@ PACKAGES=(
   libbenchmark-dev       # micro-benchmarks
   libzip-dev             # PyTorch .pth checkpoints (zip format)
   libcurl4-openssl-dev   # model zoo downloads from Hugging Face
+  libboost-dev           # biref serve: HTTP on Boost.Beast (header-only)
+  libhiredis-dev         # biref serve: the shared result cache in Redis
+  redis-server           # tests: a real Redis for the shared cache
+  prometheus             # tests: promtool checks the /metrics text
   clang libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
   llvm                   # llvm-symbolizer: file:line in sanitizer reports
   python3                # fuzz seed corpora (fuzz/make_seeds.py)

@@ -28,6 +28,7 @@ EXCLUDE=(
 RSS_TESTS=(
   'PthReject\.ObjectBombPickle'
   'Tiling\.PeakMemoryGrowsOnlyWithTheImage'
+  'ServeProcess\.FourWorkersShareOneCopyOfTheWeights'
 )
 
 # Leaks: on; a sanitizer error aborts the process (so ctest reports it), UB too.

@@ -186,31 +186,6 @@ TEST(SizeOverflow, BenchRefusesHugeSizesBeforeLoading) {
 
 // ---- 3. decompression bombs: the declared size is checked before decoding --------------------
 
-uint32_t crc32(const std::string& s) {
-  uint32_t c = 0xFFFFFFFFu;
-  for (unsigned char b : s) {
-    c ^= b;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-  }
-  return ~c;
-}
-
-std::string be32(uint32_t v) {
-  return {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
-}
-
-// A PNG whose IHDR (with a valid CRC) declares w x h gray pixels, followed by a tiny IDAT and
-// IEND: decoders would allocate w x h before finding that the data is missing.
-std::string png_declaring(uint32_t w, uint32_t h) {
-  const std::string ihdr = "IHDR" + be32(w) + be32(h) + std::string("\x08\x00\x00\x00\x00", 5);
-  const std::string idat = std::string("IDAT") + std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8);
-  std::string png = "\x89PNG\r\n\x1a\n";
-  png += be32(13) + ihdr + be32(crc32(ihdr));
-  png += be32(8) + idat + be32(crc32(idat));
-  png += be32(0) + "IEND" + be32(crc32("IEND"));
-  return png;
-}
-
 TEST(ImageLimits, ProbeReadsTheSizeOfEveryFormat) {
   const Image im = gradient_rgb(37, 23);
   for (const std::string ext : {".png", ".jpg", ".webp", ".tif", ".bmp", ".ppm"}) {
@@ -227,7 +202,7 @@ TEST(ImageLimits, ProbeReadsTheSizeOfEveryFormat) {
       EXPECT_EQ(back.pixels, im.pixels);
     }
   }
-  const std::string png = png_declaring(20000, 20000);
+  const std::string png = test::png_declaring(20000, 20000);
   const ImageInfo big =
       probe_image(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "bomb.png");
   EXPECT_EQ(big.format, "PNG");
@@ -259,7 +234,7 @@ TEST(ImageLimits, EveryPrefixOfAHeaderIsAnErrorNotAnOverread) {
 }
 
 TEST(ImageLimits, BombIsRefusedBeforeDecoding) {
-  const std::string png = png_declaring(20000, 20000);
+  const std::string png = test::png_declaring(20000, 20000);
   const auto* d = reinterpret_cast<const uint8_t*>(png.data());
   const std::string err = test::error_of([&] { decode_image(d, png.size(), "bomb.png"); });
   EXPECT_NE(err.find("20000x20000"), std::string::npos) << err;
@@ -277,7 +252,7 @@ TEST(ImageLimits, BombIsRefusedBeforeDecoding) {
             std::string::npos);
   strict.max_pixels = 110;
   EXPECT_EQ(decode_image(bytes.data(), bytes.size(), "s.png", strict).width, 11);
-  const std::string tiny = png_declaring(64, 64);
+  const std::string tiny = test::png_declaring(64, 64);
   EXPECT_NE(test::error_of([&] {
               decode_image(reinterpret_cast<const uint8_t*>(tiny.data()), tiny.size(), "t.png",
                            lax);
@@ -297,7 +272,7 @@ ErrorKind kind_of(const std::function<void()>& fn) {
 }
 
 TEST(ErrorKinds, TellBadInputTooLargeAndMissingApart) {
-  const std::string bomb = png_declaring(20000, 20000);
+  const std::string bomb = test::png_declaring(20000, 20000);
   EXPECT_EQ(kind_of([&] {
               decode_image(reinterpret_cast<const uint8_t*>(bomb.data()), bomb.size(), "b.png");
             }),
@@ -315,7 +290,7 @@ TEST(ErrorKinds, TellBadInputTooLargeAndMissingApart) {
 
 TEST(ImageLimits, SegmentAndEvalRefuseBombsInLittleMemory) {
   const fs::path dir = fresh_dir("bomb");
-  spit(dir / "bomb.png", png_declaring(30000, 30000));
+  spit(dir / "bomb.png", test::png_declaring(30000, 30000));
   double peak = 0;
   const auto r = run_cli_measured("segment " + (dir / "bomb.png").string() + " -o " +
                                       (dir / "m.png").string() + " --model synthetic:swin_v1_t",
@@ -341,8 +316,8 @@ TEST(ImageLimits, SegmentAndEvalRefuseBombsInLittleMemory) {
   // eval: the bomb pair is reported and skipped; the other pair is scored.
   fs::create_directories(dir / "gt");
   fs::create_directories(dir / "pred");
-  spit(dir / "gt" / "bomb.png", png_declaring(20000, 20000));
-  spit(dir / "pred" / "bomb.png", png_declaring(20000, 20000));
+  spit(dir / "gt" / "bomb.png", test::png_declaring(20000, 20000));
+  spit(dir / "pred" / "bomb.png", test::png_declaring(20000, 20000));
   cv::imwrite((dir / "gt" / "ok.png").string(), random_mask(20, 30, 7, 0, 1) * 255);
   cv::imwrite((dir / "pred" / "ok.png").string(), random_mask(20, 30, 8, 0, 255));
   const auto e = run_cli_measured("eval --gt " + (dir / "gt").string() + " --pred " +

@@ -39,8 +39,9 @@ TEST(ModelFork, MatchesItsParentBitForBitAndSharesTheWeights) {
   auto fork = model->fork();
   EXPECT_EQ(fork->forward(x).data, ref.data);
   const double grown = double(resident_bytes()) - double(before);
-  std::printf("weights %.1f MiB; the fork and its first pass added %.1f MiB (activations %.1f MiB)\n",
-              weights / 1048576.0, grown / 1048576.0, fork->activation_bytes() / 1048576.0);
+  std::printf(
+      "weights %.1f MiB; the fork and its first pass added %.1f MiB (activations %.1f MiB)\n",
+      weights / 1048576.0, grown / 1048576.0, fork->activation_bytes() / 1048576.0);
   EXPECT_EQ(fork->weight_bytes(), weights);
   EXPECT_LT(grown, double(weights) / 4) << "a fork must not copy the weights";
   EXPECT_EQ(fork->info().backbone, model->info().backbone);

@@ -240,6 +240,33 @@ std::string error_of(Fn fn) {
 }
 
 // The built `biref` command, run as a user runs it.
+// ---- decompression bombs ----
+
+inline uint32_t crc32(const std::string& s) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+inline std::string be32(uint32_t v) {
+  return {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+}
+
+// A PNG whose IHDR (with a valid CRC) declares w x h gray pixels, followed by a tiny IDAT and
+// IEND: decoders would allocate w x h before finding that the data is missing.
+inline std::string png_declaring(uint32_t w, uint32_t h) {
+  const std::string ihdr = "IHDR" + be32(w) + be32(h) + std::string("\x08\x00\x00\x00\x00", 5);
+  const std::string idat = std::string("IDAT") + std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8);
+  std::string png = "\x89PNG\r\n\x1a\n";
+  png += be32(13) + ihdr + be32(crc32(ihdr));
+  png += be32(8) + idat + be32(crc32(idat));
+  png += be32(0) + "IEND" + be32(crc32("IEND"));
+  return png;
+}
+
 struct CliResult {
   int code = -1;
   std::string out, err;  // stdout, stderr

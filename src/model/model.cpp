@@ -38,7 +38,8 @@ struct Model::Impl {
         h.data.resize(size_t(t.numel()));
         for (int64_t b = 0; b < B; ++b)
           for (int64_t p = 0; p < H * W; ++p)
-            for (int64_t c = 0; c < C; ++c) h.data[(b * C + c) * H * W + p] = t.data[(b * H * W + p) * C + c];
+            for (int64_t c = 0; c < C; ++c)
+              h.data[(b * C + c) * H * W + p] = t.data[(b * H * W + p) * C + c];
         dump(name, h);
       };
     }
@@ -46,7 +47,8 @@ struct Model::Impl {
     timings = std::move(ctx.timings);
     flops = ctx.flops;
     op_profile.clear();
-    for (const auto& [name, st] : prof) op_profile.push_back({str_cat(name, " (x", st.calls, ")"), st.ms});
+    for (const auto& [name, st] : prof)
+      op_profile.push_back({str_cat(name, " (x", st.calls, ")"), st.ms});
     std::sort(op_profile.begin(), op_profile.end(), [](auto& a, auto& b) { return a.ms > b.ms; });
     return out;
   }
@@ -98,13 +100,19 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   if (be.owns_weights()) {
     // Pack every weight once now; the backend keeps the packed copies, so the plain ones go.
     auto release = [](std::vector<float>& w) { std::vector<float>().swap(w); };
-    for_each_layer(*net, {[&](Linear& l) { be.prepare(l); release(l.weight); },
-                               [&](Conv2d& c) { be.prepare(c); release(c.weight); },
-                               [&](DeformConv& d) {
-                                 be.prepare(d);
-                                 release(d.offset_mask.weight);
-                                 release(d.regular.weight);
-                               }});
+    for_each_layer(*net, {[&](Linear& l) {
+                            be.prepare(l);
+                            release(l.weight);
+                          },
+                          [&](Conv2d& c) {
+                            be.prepare(c);
+                            release(c.weight);
+                          },
+                          [&](DeformConv& d) {
+                            be.prepare(d);
+                            release(d.offset_mask.weight);
+                            release(d.regular.weight);
+                          }});
   }
   impl->shared_net = std::move(net);
   return std::unique_ptr<Model>(new Model(std::move(impl)));
@@ -124,9 +132,13 @@ size_t Model::weight_bytes() const {
                                         : size_t(impl_->info.parameters) * sizeof(float);
 }
 
-ModelInfo Model::info() const { return impl_->info; }
+ModelInfo Model::info() const {
+  return impl_->info;
+}
 
-int64_t HostTensor::numel() const { return checked_numel(shape); }
+int64_t HostTensor::numel() const {
+  return checked_numel(shape);
+}
 
 namespace {
 void check_input(const HostTensor& input, int channel_axis, const char* layout) {
@@ -159,11 +171,23 @@ HostTensor Model::forward_nhwc(const HostTensor& input) {
   });
 }
 
-void Model::set_dump(DumpFn fn) { impl_->dump = std::move(fn); }
-const std::vector<StageTiming>& Model::last_timings() const { return impl_->timings; }
-void Model::set_profiling(bool on) { impl_->profiling = on; }
-const std::vector<StageTiming>& Model::last_op_profile() const { return impl_->op_profile; }
-double Model::last_flops() const { return impl_->flops; }
-size_t Model::activation_bytes() const { return impl_->pool.bytes_held(); }
+void Model::set_dump(DumpFn fn) {
+  impl_->dump = std::move(fn);
+}
+const std::vector<StageTiming>& Model::last_timings() const {
+  return impl_->timings;
+}
+void Model::set_profiling(bool on) {
+  impl_->profiling = on;
+}
+const std::vector<StageTiming>& Model::last_op_profile() const {
+  return impl_->op_profile;
+}
+double Model::last_flops() const {
+  return impl_->flops;
+}
+size_t Model::activation_bytes() const {
+  return impl_->pool.bytes_held();
+}
 
 }  // namespace biref

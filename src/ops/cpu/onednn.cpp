@@ -15,10 +15,17 @@ namespace {
 dnnl::post_ops make_post_ops(Act act, bool accumulate) {
   dnnl::post_ops po;
   switch (act) {
-    case Act::None: break;
-    case Act::Relu: po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f); break;
-    case Act::Gelu: po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f); break;
-    case Act::Sigmoid: po.append_eltwise(1.f, dnnl::algorithm::eltwise_logistic, 0.f, 0.f); break;
+    case Act::None:
+      break;
+    case Act::Relu:
+      po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      break;
+    case Act::Gelu:
+      po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
+      break;
+    case Act::Sigmoid:
+      po.append_eltwise(1.f, dnnl::algorithm::eltwise_logistic, 0.f, 0.f);
+      break;
   }
   if (accumulate) po.append_sum(1.f);
   return po;
@@ -90,8 +97,8 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
   }
   // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
   p.weights = weights_->get(l.id.value, l.name, pd.weights_desc(),
-                     memory::desc({l.in, l.out}, dt::f32, tag::ba),
-                     l.weight.empty() ? nullptr : l.weight.data());
+                            memory::desc({l.in, l.out}, dt::f32, tag::ba),
+                            l.weight.empty() ? nullptr : l.weight.data());
   p.prim = dnnl::matmul(pd);
   p.src = src;
   p.dst = dst;
@@ -109,8 +116,8 @@ void OneDnn::trim_primitives() {
   convs_.clear();
 }
 
-void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-                    Act act, bool accumulate) {
+void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y,
+                    int64_t ldy, Act act, bool accumulate) {
   if (rows == 0) return;
   Prim& p = matmul_prim(l, rows, ldx, ldy, act, accumulate);
   memory src(p.src, engine_, const_cast<float*>(x));
@@ -126,7 +133,8 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
   const auto key = std::make_tuple(c.id.value, B, H, W);
   auto it = convs_.find(key);
   if (it != convs_.end()) return it->second;
-  const int64_t Ho = (H + 2 * c.pad - c.k) / c.stride + 1, Wo = (W + 2 * c.pad - c.k) / c.stride + 1;
+  const int64_t Ho = (H + 2 * c.pad - c.k) / c.stride + 1,
+                Wo = (W + 2 * c.pad - c.k) / c.stride + 1;
   const memory::desc src({B, c.in, H, W}, dt::f32, tag::nhwc);
   const memory::desc dst({B, c.out, Ho, Wo}, dt::f32, tag::nhwc);
   const memory::desc w_any({c.out, c.in, c.k, c.k}, dt::f32, tag::any);
@@ -139,8 +147,8 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
   dnnl::convolution_forward::primitive_desc pd(d, attr, engine_);
   Prim p;
   p.weights = weights_->get(c.id.value, c.name, pd.weights_desc(),
-                     memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw),
-                     c.weight.empty() ? nullptr : c.weight.data());
+                            memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw),
+                            c.weight.empty() ? nullptr : c.weight.data());
   p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));
   p.prim = dnnl::convolution_forward(pd);
   p.src = pd.src_desc();
@@ -164,7 +172,11 @@ void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
 // Typical shapes: the packed layout oneDNN picks depends on the channels and the ISA, hardly on
 // the number of rows or the spatial size; another shape that wants another layout reorders
 // from this packed copy.
-void OneDnn::prepare(const Linear& l) { matmul_prim(l, 1024, l.in, l.out, Act::None, false); }
-void OneDnn::prepare(const Conv2d& c) { conv_prim(c, 1, 64, 64); }
+void OneDnn::prepare(const Linear& l) {
+  matmul_prim(l, 1024, l.in, l.out, Act::None, false);
+}
+void OneDnn::prepare(const Conv2d& c) {
+  conv_prim(c, 1, 64, 64);
+}
 
 }  // namespace biref::cpu

@@ -9,8 +9,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -62,7 +62,8 @@ class OneDnn {
     const Packed* weights = nullptr;
     dnnl::memory bias;
   };
-  Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act, bool accumulate);
+  Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
+                    bool accumulate);
   Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
   void trim_primitives();
 

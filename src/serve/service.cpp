@@ -1,0 +1,723 @@
+#include "serve/service.h"
+
+#include <omp.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "biref/image.h"
+#include "biref/pipeline.h"
+#include "core/check.h"
+#include "serve/auth.h"
+#include "serve/cache.h"
+#include "serve/http_parse.h"
+#include "serve/metrics.h"
+#include "serve/rembg.h"
+#include "serve/resources.h"
+#include "weights/sha256.h"
+#include "weights/zoo.h"
+
+namespace biref::serve {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+bool valid_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+// "WxH", both multiples of 32 in 32..8192.
+void parse_model_size(const std::string& text, const std::string& what, int& w, int& h) {
+  const size_t x = text.find('x');
+  int a = 0, b = 0;
+  bool ok =
+      x != std::string::npos && x > 0 && x + 1 < text.size() && x <= 5 && text.size() - x - 1 <= 5;
+  for (size_t i = 0; ok && i < text.size(); ++i)
+    if (i != x && (text[i] < '0' || text[i] > '9')) ok = false;
+  if (ok) {
+    a = std::stoi(text.substr(0, x));
+    b = std::stoi(text.substr(x + 1));
+  }
+  BIREF_CHECK(ok, what, " '", text, "' is not WIDTHxHEIGHT (e.g. 1024x1024) or dynamic");
+  BIREF_CHECK(a % 32 == 0 && b % 32 == 0 && a >= 32 && b >= 32 && a <= 8192 && b <= 8192, what, " ",
+              text, ": width and height must be multiples of 32 in 32..8192");
+  w = a;
+  h = b;
+}
+
+http::status status_of(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::InvalidInput:
+      return http::status::bad_request;
+    case ErrorKind::TooLarge:
+      return http::status::payload_too_large;
+    case ErrorKind::NotFound:
+      return http::status::not_found;
+    case ErrorKind::Unavailable:
+      return http::status::service_unavailable;
+    case ErrorKind::Internal:
+      return http::status::internal_server_error;
+  }
+  return http::status::internal_server_error;
+}
+
+std::string version_of(const std::string& source) {
+  if (source.rfind("synthetic:", 0) == 0) return "synthetic";
+  // The file's content names the version, so that servers on different machines loading the
+  // same weights agree (their results share the cache).
+  return sha256_file(source).substr(0, 16);
+}
+
+}  // namespace
+
+void check_model_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 64 && name[0] != '.' && name[0] != '-';
+  for (char c : name) ok = ok && valid_name_char(c);
+  BIREF_CHECK(ok, "model name '", name,
+              "' is not valid: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' "
+              "or '-'");
+}
+
+ModelSpec parse_model_spec(const std::string& text) {
+  ModelSpec spec;
+  const size_t eq = text.find('=');
+  if (eq != std::string::npos && text.rfind("synthetic:", 0) != 0) {
+    spec.name = text.substr(0, eq);
+    spec.source = text.substr(eq + 1);
+  } else {
+    spec.source = text;
+    if (text.rfind("synthetic:", 0) == 0) {
+      spec.name = text.substr(10);
+    } else if (text.rfind("hf:", 0) == 0) {
+      spec.name = fs::path(text.substr(3)).filename().string();
+    } else {
+      spec.name = fs::path(text).stem().string();
+    }
+  }
+  BIREF_CHECK(!spec.source.empty(), "--model '", text, "' names no checkpoint");
+  check_model_name(spec.name);
+  return spec;
+}
+
+// ---- Metrics of the service ----
+
+struct ServiceMetrics {
+  Registry registry;
+  CounterFamily& requests;
+  HistogramFamily& latency;
+  HistogramFamily& stages;
+  HistogramFamily& batch_sizes;
+  CounterFamily& cache_lookups;
+  CounterFamily& dropped;
+  GaugeFamily& model_load_seconds;
+
+  ServiceMetrics()
+      : requests(registry.counter("biref_http_requests_total", "HTTP requests answered",
+                                  {"route", "status"})),
+        latency(registry.histogram(
+            "biref_http_request_duration_seconds", "Time from the request read to its answer",
+            {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {"route"})),
+        stages(registry.histogram(
+            "biref_stage_duration_seconds", "Time per stage of a segmentation request",
+            {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+            {"stage"})),
+        batch_sizes(registry.histogram("biref_batch_size", "Images per model batch",
+                                       {1, 2, 4, 8, 16, 32, 64}, {"model"})),
+        cache_lookups(registry.counter("biref_cache_lookups_total",
+                                       "Result cache lookups by outcome", {"cache", "result"})),
+        dropped(registry.counter("biref_jobs_dropped_total",
+                                 "Images dropped before the model ran them, by reason",
+                                 {"reason"})),
+        model_load_seconds(registry.gauge("biref_model_load_seconds",
+                                          "Time the last load of each model took", {"model"})) {}
+};
+
+// ---- Models ----
+
+struct LoadedModel {
+  std::shared_ptr<Model> model;  // the weights; the batcher's workers run forks of it
+  std::unique_ptr<Batcher> batcher;
+  std::string version, backbone;
+  double load_s = 0;
+};
+
+struct ServedModel {
+  ModelSpec spec;
+  std::shared_ptr<LoadedModel> loaded;  // null while unloaded
+  std::string last_error;               // of the last failed load
+};
+
+struct Service::Impl {
+  ServiceOptions options;
+  std::unique_ptr<ServiceMetrics> metrics = std::make_unique<ServiceMetrics>();
+  std::unique_ptr<ResultCache> cache;
+  std::string cache_name = "none";
+  std::optional<TokenSet> tokens;
+  std::unique_ptr<WorkPool> pool;  // decode, render, encode
+  mutable std::shared_mutex models_mu;
+  std::vector<std::shared_ptr<ServedModel>> models;  // in --model order
+  std::mutex load_mu;                                // one load or unload at a time
+  std::atomic<bool> stopping{false};
+
+  // -- models --
+  std::shared_ptr<ServedModel> find(const std::string& name) const {
+    std::shared_lock lock(models_mu);
+    for (const auto& m : models)
+      if (m->spec.name == name) return m;
+    return nullptr;
+  }
+  std::vector<std::string> names() const {
+    std::shared_lock lock(models_mu);
+    std::vector<std::string> out;
+    for (const auto& m : models) out.push_back(m->spec.name);
+    return out;
+  }
+  std::shared_ptr<LoadedModel> loaded(const ServedModel& m) const {
+    std::shared_lock lock(models_mu);
+    return m.loaded;
+  }
+
+  std::shared_ptr<LoadedModel> load(const ModelSpec& spec) {
+    const auto t0 = Clock::now();
+    auto lm = std::make_shared<LoadedModel>();
+    const std::string path = resolve_model_source(spec.source);
+    lm->model = std::shared_ptr<Model>(Model::load(path).release());
+    lm->version = version_of(path);
+    lm->backbone = lm->model->info().backbone;
+    const std::string name = spec.name;
+    lm->batcher =
+        std::make_unique<Batcher>(*lm->model, options.batcher, [this, name](int size, double) {
+          metrics->batch_sizes.labels({name}).observe(double(size));
+        });
+    lm->load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    metrics->model_load_seconds.labels({spec.name}).set(lm->load_s);
+    return lm;
+  }
+
+  // -- answers --
+  Response json_response(const json& j, http::status status = http::status::ok) const {
+    Response r{status, 11};
+    r.set(http::field::content_type, "application/json");
+    r.set(http::field::cache_control, "no-store");
+    r.body() = j.dump(2) + "\n";
+    return r;
+  }
+  Response error(const Error& e) const {
+    Response r = error_response(status_of(e.kind()), error_kind_name(e.kind()), e.what());
+    if (e.kind() == ErrorKind::Unavailable)
+      r.set(http::field::retry_after,
+            std::to_string(std::max(1L, std::lround(options.retry_after_s))));
+    return r;
+  }
+
+  json model_json(const ServedModel& m) const {
+    const auto lm = loaded(m);
+    int w = 0, h = 0;
+    default_size(m.spec, w, h);
+    json j = {{"name", m.spec.name},
+              {"source", m.spec.source},
+              {"loaded", lm != nullptr},
+              {"size", str_cat(w, "x", h)}};
+    if (lm) {
+      j["version"] = lm->version;
+      j["backbone"] = lm->backbone;
+      j["load_seconds"] = lm->load_s;
+      j["queue"] = lm->batcher->depth();
+      j["weight_bytes"] = lm->model->weight_bytes();
+    } else if (!m.last_error.empty()) {
+      j["error"] = m.last_error;
+    }
+    return j;
+  }
+
+  static void default_size(const ModelSpec& spec, int& w, int& h) {
+    if (spec.width > 0) {
+      w = spec.width;
+      h = spec.height;
+      return;
+    }
+    const auto entry = zoo_find(spec.source);
+    w = entry ? entry->width : 1024;
+    h = entry ? entry->height : 1024;
+  }
+
+  Role role_of(const Request& req) const {
+    if (!tokens) return Role::Admin;
+    return authorize(*tokens, std::string(req[http::field::authorization]));
+  }
+
+  void handle(Request&& req, const RequestContext& ctx, Respond respond);
+  void segment(Request&& req, const RequestContext& ctx, const std::string& route, bool rembg,
+               Respond respond);
+  void model_action(const std::string& name, const std::string& action, Respond& respond);
+};
+
+Service::Service(const ServiceOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.options = options;
+  BIREF_CHECK(!options.models.empty(), "serve needs at least one --model");
+  BIREF_CHECK(options.decode_threads >= 1 && options.decode_threads <= 256,
+              "decode threads must be 1..256, got ", options.decode_threads);
+  BIREF_CHECK(options.deadline_s > 0, "the request deadline must be positive");
+  if (!options.token_file.empty()) s.tokens = load_token_file(options.token_file);
+  if (!options.redis_url.empty()) {
+    s.cache = std::make_unique<RedisCache>(options.redis_url, options.redis_ttl_s,
+                                           options.redis_timeout_ms);
+  } else if (options.cache_bytes > 0) {
+    s.cache = std::make_unique<LruCache>(options.cache_bytes);
+  }
+  if (s.cache) s.cache_name = s.cache->name();
+  s.pool = std::make_unique<WorkPool>(options.decode_threads, options.decode_queue,
+                                      [] { omp_set_num_threads(1); });
+  for (const auto& spec : options.models) {
+    BIREF_CHECK(!s.find(spec.name), "two models are named '", spec.name, "'");
+    auto m = std::make_shared<ServedModel>();
+    m->spec = spec;
+    try {
+      m->loaded = s.load(spec);
+    } catch (const Error& e) {
+      fail_kind(e.kind(), "model '", spec.name, "': ", e.what());
+    }
+    std::unique_lock lock(s.models_mu);
+    s.models.push_back(std::move(m));
+  }
+  auto& reg = s.metrics->registry;
+  Impl* self = impl_.get();
+  auto depth = reg.gauge_callback("biref_queue_depth", "Images waiting for each model", {"model"});
+  for (const auto& spec : options.models) {
+    depth.callback({spec.name}, [self, name = spec.name] {
+      const auto m = self->find(name);
+      const auto lm = m ? self->loaded(*m) : nullptr;
+      return lm ? double(lm->batcher->depth()) : 0.0;
+    });
+  }
+  reg.gauge_callback("biref_decode_queue_depth", "Requests waiting to be decoded or encoded", {},
+                     [self] { return double(self->pool->depth()); });
+  reg.gauge_callback("biref_models_loaded", "Models loaded and serving", {}, [self] {
+    double n = 0;
+    std::shared_lock lock(self->models_mu);
+    for (const auto& m : self->models) n += m->loaded ? 1 : 0;
+    return n;
+  });
+  if (s.cache) {
+    reg.gauge_callback("biref_cache_errors",
+                       "Result cache failures since start (the requests "
+                       "were answered without the cache)",
+                       {}, [self] { return double(self->cache->errors()); });
+  }
+  reg.gauge_callback("process_resident_memory_bytes", "Resident memory of the process", {},
+                     [] { return process_resident_bytes(); });
+}
+
+Service::~Service() {
+  stop();
+}
+
+void Service::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  std::vector<std::shared_ptr<ServedModel>> models;
+  {
+    std::shared_lock lock(impl_->models_mu);
+    models = impl_->models;
+  }
+  for (auto& m : models)
+    if (auto lm = impl_->loaded(*m)) lm->batcher->stop();
+  impl_->pool->stop();
+}
+
+bool Service::ready() const {
+  if (impl_->stopping) return false;
+  std::shared_lock lock(impl_->models_mu);
+  for (const auto& m : impl_->models) {
+    if (!m->loaded) return false;
+    if (m->loaded->batcher->depth() >= m->loaded->batcher->options().capacity) return false;
+  }
+  return true;
+}
+
+std::string Service::metrics_text() const {
+  return impl_->metrics->registry.render();
+}
+
+void Service::handle(Request&& req, const RequestContext& ctx, Respond respond) {
+  impl_->handle(std::move(req), ctx, std::move(respond));
+}
+
+void Service::Impl::handle(Request&& req, const RequestContext& ctx, Respond respond_raw) {
+  const auto t0 = Clock::now();
+  const std::string target(req.target());
+  const size_t q = target.find('?');
+  const std::string path = target.substr(0, q);
+  const auto method = req.method();
+  // The route label of the metrics: a fixed set, never the raw path.
+  std::string route = "other";
+  auto respond = [this, &route, t0, respond_raw, instance = options.instance](Response&& r) {
+    if (!instance.empty()) r.set("X-Biref-Instance", instance);
+    metrics->requests.labels({route, std::to_string(r.result_int())}).inc();
+    metrics->latency.labels({route}).observe(ms_since(t0) / 1000.0);
+    respond_raw(std::move(r));
+  };
+  // `respond` captures `route` by reference: asynchronous routes copy it first.
+  try {
+    if (path == "/healthz" && method == http::verb::get) {
+      route = "/healthz";
+      Response r{http::status::ok, 11};
+      r.set(http::field::content_type, "text/plain");
+      r.body() = "ok\n";
+      return respond(std::move(r));
+    }
+    if (path == "/readyz" && method == http::verb::get) {
+      route = "/readyz";
+      json models_state = json::object();
+      bool all = !stopping;
+      for (const auto& name : names()) {
+        const auto m = find(name);
+        const auto lm = m ? loaded(*m) : nullptr;
+        std::string state = "unloaded";
+        if (lm) {
+          const bool full = lm->batcher->depth() >= lm->batcher->options().capacity;
+          state = full ? "queue full" : "ready";
+          all = all && !full;
+        } else {
+          all = false;
+        }
+        models_state[name] = state;
+      }
+      return respond(
+          json_response({{"ready", all}, {"stopping", stopping.load()}, {"models", models_state}},
+                        all ? http::status::ok : http::status::service_unavailable));
+    }
+    if (path == "/metrics" && method == http::verb::get) {
+      route = "/metrics";
+      Response r{http::status::ok, 11};
+      r.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      r.body() = metrics->registry.render();
+      return respond(std::move(r));
+    }
+    if (path == "/openapi.json" && method == http::verb::get) {
+      route = "/openapi.json";
+      Response r{http::status::ok, 11};
+      r.set(http::field::content_type, "application/json");
+      r.body() = std::string(openapi_json());
+      return respond(std::move(r));
+    }
+    if ((path == "/" || path == "/index.html") && method == http::verb::get) {
+      route = "/";
+      Response r{http::status::ok, 11};
+      r.set(http::field::content_type, "text/html; charset=utf-8");
+      r.body() = std::string(index_html());
+      return respond(std::move(r));
+    }
+    if (path == "/v1/models" && method == http::verb::get) {
+      route = "/v1/models";
+      if (role_of(req) == Role::None) {
+        Response r = error_response(http::status::unauthorized, "unauthorized",
+                                    "this server needs an Authorization: Bearer token");
+        r.set(http::field::www_authenticate, "Bearer");
+        return respond(std::move(r));
+      }
+      json list = json::array();
+      for (const auto& name : names())
+        if (auto m = find(name)) list.push_back(model_json(*m));
+      const auto all = names();
+      return respond(json_response({{"models", list}, {"default", all.empty() ? "" : all[0]}}));
+    }
+    if (path.rfind("/v1/models/", 0) == 0 && method == http::verb::post) {
+      route = "/v1/models/{name}";
+      const std::string rest = path.substr(11);
+      const size_t colon = rest.rfind(':');
+      BIREF_CHECK_KIND(colon != std::string::npos, ErrorKind::NotFound, "no route ", path,
+                       " (POST /v1/models/NAME:load or :unload)");
+      if (role_of(req) != Role::Admin) {
+        Response r = error_response(http::status::forbidden, "forbidden",
+                                    "loading and unloading models needs the admin token");
+        if (role_of(req) == Role::None) r.result(http::status::unauthorized);
+        return respond(std::move(r));
+      }
+      const std::string name = percent_decode(rest.substr(0, colon), false);
+      check_model_name(name);
+      Respond r = respond;
+      return model_action(name, rest.substr(colon + 1), r);
+    }
+    if (path == "/v1/segment" || path == "/api/remove") {
+      route = path;
+      const bool rembg = path == "/api/remove";
+      BIREF_CHECK_KIND(method == http::verb::post || (rembg && method == http::verb::get),
+                       ErrorKind::NotFound, "no route ", std::string(req.method_string()), " ",
+                       path, rembg ? " (POST or GET)" : " (POST)");
+      // the answer comes later, from another thread: hand over a respond that owns its route
+      Respond later = [this, route, t0, respond_raw, instance = options.instance](Response&& r) {
+        if (!instance.empty()) r.set("X-Biref-Instance", instance);
+        metrics->requests.labels({route, std::to_string(r.result_int())}).inc();
+        metrics->latency.labels({route}).observe(ms_since(t0) / 1000.0);
+        respond_raw(std::move(r));
+      };
+      if (role_of(req) == Role::None) {
+        Response r = error_response(http::status::unauthorized, "unauthorized",
+                                    "this server needs an Authorization: Bearer token");
+        r.set(http::field::www_authenticate, "Bearer");
+        return later(std::move(r));
+      }
+      return segment(std::move(req), ctx, route, rembg, std::move(later));
+    }
+    return respond(error_response(
+        http::status::not_found, "not found",
+        str_cat("no route ", std::string(req.method_string()), " ", path, " (see /openapi.json)")));
+  } catch (const Error& e) {
+    return respond(error(e));
+  } catch (const std::exception& e) {
+    return respond(error_response(http::status::internal_server_error, "internal", e.what()));
+  }
+}
+
+void Service::Impl::model_action(const std::string& name, const std::string& action,
+                                 Respond& respond) {
+  const auto m = find(name);
+  BIREF_CHECK_KIND(m != nullptr, ErrorKind::NotFound, "no model named '", name,
+                   "' (this server has ", names().size(), ": see GET /v1/models)");
+  BIREF_CHECK_KIND(action == "load" || action == "unload" || action == "reload",
+                   ErrorKind::NotFound, "unknown model action '", action,
+                   "' (load, unload or reload)");
+  std::lock_guard<std::mutex> one_at_a_time(load_mu);
+  if (action == "unload") {
+    std::shared_ptr<LoadedModel> old;
+    {
+      std::unique_lock lock(models_mu);
+      old.swap(m->loaded);
+    }
+    if (old) old->batcher->stop();  // answers what it holds, refuses the rest
+    return respond(json_response(model_json(*m)));
+  }
+  if (action == "load" && loaded(*m)) return respond(json_response(model_json(*m)));
+  std::shared_ptr<LoadedModel> fresh;
+  try {
+    fresh = load(m->spec);
+  } catch (const Error& e) {
+    {
+      std::unique_lock lock(models_mu);
+      m->last_error = e.what();
+    }
+    // a failed reload keeps the model that was serving
+    Response r = error_response(http::status::internal_server_error, "load failed",
+                                str_cat("model '", name, "' did not load: ", e.what()));
+    return respond(std::move(r));
+  }
+  std::shared_ptr<LoadedModel> old;
+  {
+    std::unique_lock lock(models_mu);
+    old = std::move(m->loaded);
+    m->loaded = fresh;
+    m->last_error.clear();
+  }
+  if (old) old->batcher->stop();
+  respond(json_response(model_json(*m)));
+}
+
+// POST /v1/segment and /api/remove: parameters and body here; decode, cache lookup, model and
+// encode on the pools.
+void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std::string& route,
+                            bool rembg, Respond respond) {
+  const auto t0 = Clock::now();
+  const std::string target(req.target());
+  const size_t q = target.find('?');
+  std::map<std::string, std::string> params =
+      q == std::string::npos ? std::map<std::string, std::string>{}
+                             : parse_query(std::string_view(target).substr(q + 1));
+  // The body: raw image bytes, or multipart/form-data with the image in `image` (`file` for
+  // rembg) and the parameters as fields.
+  auto body = std::make_shared<std::string>(std::move(req.body()));
+  std::string_view image_bytes = *body;
+  const std::string content_type(req[http::field::content_type]);
+  std::string lower = content_type;
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (lower.rfind("multipart/form-data", 0) == 0) {
+    const auto parts = parse_multipart(*body, multipart_boundary(content_type));
+    const char* field = rembg ? "file" : "image";
+    const FormPart* image = nullptr;
+    for (const auto& p : parts) {
+      if (p.name == field) {
+        image = &p;
+      } else if (p.filename.empty()) {
+        BIREF_CHECK(!params.count(p.name), "parameter '", p.name,
+                    "' is given both in the query and in the form");
+        params[p.name] = std::string(p.data);
+      }
+    }
+    BIREF_CHECK(image, "the form has no '", field, "' field with the image");
+    image_bytes = image->data;
+  } else if (rembg && req.method() == http::verb::get) {
+    BIREF_CHECK(params.count("url"), "GET /api/remove needs ?url=IMAGE_URL");
+    fail_kind(ErrorKind::InvalidInput,
+              "GET /api/remove?url= is refused: this server does not fetch URLs");
+  }
+  BIREF_CHECK(!image_bytes.empty(), "the request has no image (an empty body)");
+
+  // Parameters.
+  std::string model_name = names().at(0);
+  OutputKind kind = OutputKind::Mask;
+  OutputOptions out;
+  PredictOptions po;
+  std::optional<RembgRequest> rembg_request;
+  if (rembg) {
+    params.erase("url");
+    rembg_request = parse_rembg_params(params, names());
+    model_name = rembg_request->model;
+  } else {
+    for (const auto& [k, v] : params) {
+      static const char* known[] = {"model", "output", "size", "bg_color", "threshold", "tile"};
+      BIREF_CHECK(std::find_if(std::begin(known), std::end(known),
+                               [&](const char* n) { return k == n; }) != std::end(known),
+                  "unknown parameter '", k, "' (model, output, size, bg_color, threshold, tile)");
+    }
+    if (params.count("model")) model_name = params["model"];
+    check_model_name(model_name);
+    if (params.count("output")) kind = parse_output_kind(params["output"]);
+    if (params.count("bg_color")) out.background = parse_color(params["bg_color"]);
+    if (params.count("threshold")) {
+      const std::string& t = params["threshold"];
+      char* end = nullptr;
+      const long v = std::strtol(t.c_str(), &end, 10);
+      BIREF_CHECK(!t.empty() && end && *end == 0 && v >= 0 && v <= 254, "threshold '", t,
+                  "' is not an integer 0..254 (the mask is 255 where it is above, else 0)");
+      out.threshold = int(v);
+    }
+    if (params.count("tile")) po.tile.mode = parse_tile_mode(params["tile"]);
+  }
+  const auto m = find(model_name);
+  BIREF_CHECK_KIND(m != nullptr, ErrorKind::NotFound, "no model named '", model_name,
+                   "' (see GET /v1/models)");
+  const auto lm = loaded(*m);
+  BIREF_CHECK_KIND(lm != nullptr, ErrorKind::Unavailable, "model '", model_name,
+                   "' is not loaded (POST /v1/models/", model_name, ":load)");
+  default_size(m->spec, po.width, po.height);
+  std::string size_text = str_cat(po.width, "x", po.height);
+  if (params.count("size") && !rembg) {
+    size_text = params["size"];
+    if (size_text == "dynamic") {
+      po.dynamic = true;
+      BIREF_CHECK(po.tile.mode != TileMode::On, "tile=on needs a fixed size, not size=dynamic");
+    } else {
+      parse_model_size(size_text, "size", po.width, po.height);
+    }
+  }
+  const std::string canonical =
+      str_cat("output=", output_kind_name(kind), "&size=", size_text, "&tile=", int(po.tile.mode),
+              "&threshold=", out.threshold, "&bg=", int(out.background.r), ",",
+              int(out.background.g), ",", int(out.background.b));
+
+  // Admission: the decode pool's queue is bounded.
+  const std::string version = lm->version;
+  Batcher* batcher = lm->batcher.get();
+  auto keep_model = lm;  // the batcher lives while this request needs it
+  auto gone = ctx.client_gone;
+  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(options.deadline_s));
+  auto headers = [model_name, version](Response& r, bool hit) {
+    r.set("X-Biref-Model", model_name);
+    r.set("X-Biref-Model-Version", version);
+    r.set("X-Biref-Cache", hit ? "hit" : "miss");
+  };
+  const std::string image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
+  auto task = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name,
+               version, batcher, keep_model, gone, deadline, headers, respond,
+               image_name]() mutable {
+    try {
+      if (gone && gone->load()) return;
+      const auto td = Clock::now();
+      const std::string key = cache_key(sha256_hex(image_bytes), model_name, version, canonical);
+      if (cache) {
+        if (auto hit = cache->get(key)) {
+          metrics->cache_lookups.labels({cache_name, "hit"}).inc();
+          Response r{http::status::ok, 11};
+          r.set(http::field::content_type, "image/png");
+          headers(r, true);
+          r.body() = std::move(*hit);
+          return respond(std::move(r));
+        }
+        metrics->cache_lookups.labels({cache_name, "miss"}).inc();
+      }
+      DecodeOptions d;
+      d.max_pixels = options.max_image_pixels;
+      auto rgb = std::make_shared<const Image>(decode_image(
+          reinterpret_cast<const uint8_t*>(image_bytes.data()), image_bytes.size(), image_name, d));
+      body.reset();  // the encoded bytes are not needed any more
+      const double decode_s = ms_since(td) / 1000.0;
+      metrics->stages.labels({"decode"}).observe(decode_s);
+      SegmentJob job;
+      job.rgb = rgb;
+      job.options = po;
+      job.deadline = deadline;
+      job.cancelled = gone;
+      job.done = [this, rgb, kind, out, rembg_request, key, headers, respond,
+                  decode_s](JobOutcome&& o) mutable {
+        if (o.dropped) metrics->dropped.labels({o.dropped}).inc();
+        if (o.error) {
+          try {
+            std::rethrow_exception(o.error);
+          } catch (const Error& e) {
+            return respond(error(e));
+          } catch (const std::exception& e) {
+            return respond(
+                error_response(http::status::internal_server_error, "internal", e.what()));
+          }
+        }
+        metrics->stages.labels({"queue"}).observe(o.queue_ms / 1000.0);
+        metrics->stages.labels({"inference"}).observe(o.infer_ms / 1000.0);
+        auto mask = std::make_shared<Image>(std::move(o.mask));
+        const double queue_ms = o.queue_ms, infer_ms = o.infer_ms;
+        auto encode = [this, rgb, mask, kind, out, rembg_request, key, headers, respond, decode_s,
+                       queue_ms, infer_ms]() {
+          try {
+            const auto te = Clock::now();
+            const Image img = rembg_request ? rembg_render(*rgb, *mask, *rembg_request)
+                                            : render_output(kind, *rgb, *mask, out);
+            const auto png = encode_image(img, ".png");
+            const double encode_ms = ms_since(te);
+            metrics->stages.labels({"encode"}).observe(encode_ms / 1000.0);
+            Response r{http::status::ok, 11};
+            r.set(http::field::content_type, "image/png");
+            headers(r, false);
+            r.set("Server-Timing",
+                  str_cat("decode;dur=", decode_s * 1000, ", queue;dur=", queue_ms,
+                          ", inference;dur=", infer_ms, ", encode;dur=", encode_ms));
+            r.body().assign(png.begin(), png.end());
+            if (cache) cache->put(key, r.body());
+            respond(std::move(r));
+          } catch (const Error& e) {
+            respond(error(e));
+          } catch (const std::exception& e) {
+            respond(error_response(http::status::internal_server_error, "internal", e.what()));
+          }
+        };
+        try {
+          pool->submit(std::move(encode));
+        } catch (const Error& e) {
+          respond(error(e));
+        }
+      };
+      batcher->submit(std::move(job));
+    } catch (const Error& e) {
+      respond(error(e));
+    } catch (const std::exception& e) {
+      respond(error_response(http::status::internal_server_error, "internal", e.what()));
+    }
+  };
+  if (!pool->try_submit(std::move(task))) {
+    fail_kind(ErrorKind::Unavailable, "the server is busy: ", options.decode_queue,
+              " requests are waiting to be decoded");
+  }
+}
+
+}  // namespace biref::serve
