@@ -78,8 +78,10 @@ class Process {
     }
     return exit_status_;
   }
+  // SIGKILL to the process and its group (nginx's workers, a shell's children).
   void kill_now() {
     if (pid_ > 0) {
+      kill(-pid_, SIGKILL);
       kill(pid_, SIGKILL);
       int status = 0;
       waitpid(pid_, &status, 0);
@@ -100,6 +102,108 @@ class Process {
   pid_t pid_ = -1;
   int exit_status_ = 0;
   std::string log_;
+};
+
+// A loopback port that was free a moment ago (for servers that cannot pick their own).
+inline int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Waits (at most `timeout_s`) until something accepts connections on the loopback `port`.
+inline bool wait_for_port(int port, double timeout_s) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < until) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// A temporary folder for one test's servers, logs and configuration.
+inline std::string scratch_dir(const std::string& name) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("biref-" + name + "-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// redis-server on a free loopback port, no persistence.
+class RedisProcess {
+ public:
+  explicit RedisProcess(const std::string& dir) : port_(free_port()) {
+    if (access("/usr/bin/redis-server", X_OK) != 0)
+      throw std::runtime_error("redis-server is missing: apt-get install redis-server");
+    proc_ = std::make_unique<Process>(
+        std::vector<std::string>{"/usr/bin/redis-server", "--port", std::to_string(port_), "--bind",
+                                 "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir},
+        dir + "/redis.log");
+    if (!wait_for_port(port_, 10))
+      throw std::runtime_error("redis did not start:\n" + proc_->log());
+  }
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  Process& process() { return *proc_; }
+
+ private:
+  int port_;
+  std::unique_ptr<Process> proc_;
+};
+
+// nginx with deploy/nginx/biref.conf (its upstream servers and listen port rewritten) in a main
+// configuration of its own under `dir`.
+class NginxProcess {
+ public:
+  NginxProcess(const std::string& dir, const std::vector<int>& upstream_ports)
+      : port_(free_port()) {
+    if (access("/usr/sbin/nginx", X_OK) != 0)
+      throw std::runtime_error("nginx is missing: apt-get install nginx-light");
+    std::string site = slurp_file(std::string(BIREF_SOURCE_DIR) + "/deploy/nginx/biref.conf");
+    std::string servers;
+    for (int p : upstream_ports)
+      servers += "    server 127.0.0.1:" + std::to_string(p) + " max_fails=1 fail_timeout=5s;\n";
+    site = std::regex_replace(site, std::regex("( *server 127\\.0\\.0\\.1:[0-9]+ [^\n]*\n)+"),
+                              servers);
+    site = std::regex_replace(site, std::regex("listen [0-9]+;"),
+                              "listen 127.0.0.1:" + std::to_string(port_) + ";");
+    std::ofstream(dir + "/biref.conf") << site;
+    const bool root = geteuid() == 0;
+    std::ofstream(dir + "/nginx.conf")
+        << "daemon off;\nworker_processes 1;\npid " << dir << "/nginx.pid;\nerror_log " << dir
+        << "/error.log warn;\n"
+        << (root ? "user root root;\n" : "") << "events { worker_connections 1024; }\n"
+        << "http {\n  access_log " << dir << "/access.log;\n  client_body_temp_path " << dir
+        << "/body;\n  proxy_temp_path " << dir << "/proxy;\n  fastcgi_temp_path " << dir
+        << "/fastcgi;\n  uwsgi_temp_path " << dir << "/uwsgi;\n  scgi_temp_path " << dir
+        << "/scgi;\n  include " << dir << "/biref.conf;\n}\n";
+    proc_ = std::make_unique<Process>(
+        std::vector<std::string>{"/usr/sbin/nginx", "-p", dir, "-c", dir + "/nginx.conf"},
+        dir + "/nginx.out");
+    if (!wait_for_port(port_, 10))
+      throw std::runtime_error("nginx did not start:\n" + proc_->log() +
+                               slurp_file(dir + "/error.log"));
+  }
+  int port() const { return port_; }
+  Process& process() { return *proc_; }
+
+ private:
+  int port_;
+  std::unique_ptr<Process> proc_;
 };
 
 // `biref serve --port 0 ARGS...`, waited for until it prints its port (at most `timeout_s`).

@@ -159,6 +159,41 @@ TEST_F(SegmentFolders, SkipExistingResumesAnInterruptedRun) {
 }
 
 // Several models and flip TTA through the command; plain lines (no terminal) per image.
+// --shard K/N: N runs write disjoint slices that together are the whole folder, each equal to
+// what one run writes.
+TEST_F(SegmentFolders, ShardsSplitTheInputsDisjointlyAndCoverThemAll) {
+  for (int i = 0; i < 5; ++i) image(in / ("i" + std::to_string(i) + ".png"), 40, 32, i * 30);
+  image(in / "sub" / "s.png", 32, 40, 7);
+  std::set<std::string> all;
+  size_t total = 0;
+  for (int k = 0; k < 3; ++k) {
+    const fs::path o = dir / ("shard" + std::to_string(k));
+    const auto r = test::run_cli("segment " + in.string() + " -r -o " + o.string() + kModel +
+                                 " --shard " + std::to_string(k) + "/3");
+    ASSERT_EQ(r.code, 0) << r.all();
+    const auto got = files(o);
+    EXPECT_EQ(got.size(), 2u) << "6 images in 3 shards";
+    total += got.size();
+    all.insert(got.begin(), got.end());
+  }
+  EXPECT_EQ(total, all.size()) << "the shards overlap";
+  EXPECT_EQ(all, (std::set<std::string>{"i0.mask.png", "i1.mask.png", "i2.mask.png", "i3.mask.png",
+                                        "i4.mask.png", "sub/s.mask.png"}));
+  const auto whole = test::run_cli("segment " + in.string() + " -r -o " + out.string() + kModel);
+  ASSERT_EQ(whole.code, 0) << whole.all();
+  for (int k = 0; k < 3; ++k)
+    for (const auto& f : files(dir / ("shard" + std::to_string(k))))
+      EXPECT_EQ(test::read_file((dir / ("shard" + std::to_string(k)) / f).string()),
+                test::read_file((out / f).string()))
+          << f;
+  for (const std::string bad : {"3/3", "1", "a/2", "-1/2", "0/0", "1/2/3"}) {
+    const auto r = test::run_cli("segment " + in.string() + " -o " + out.string() + kModel +
+                                 " --shard " + bad);
+    EXPECT_EQ(r.code, 1) << bad;
+    EXPECT_NE(r.err.find("--shard"), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(SegmentFolders, EnsembleAndFlipThroughTheCommand) {
   image(in / "a.png", 64, 48, 0);
   image(in / "b.png", 64, 48, 100);

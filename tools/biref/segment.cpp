@@ -46,7 +46,28 @@ struct SegmentOptions {
   int threads = 0;
   int64_t max_image_pixels = 0;  // 0: the default limit
   bool recursive = false, skip_existing = false, quiet = false;
+  std::string shard;  // "K/N": the K-th (0-based) of N slices of the inputs
 };
+
+// --shard K/N: 0 <= K < N. Image i of the sorted inputs belongs to shard i mod N, so the slices
+// are deterministic, disjoint, cover every image, and mix the folders' images evenly.
+void parse_shard(const std::string& text, size_t& k, size_t& n) {
+  k = 0;
+  n = 1;
+  if (text.empty()) return;
+  const size_t slash = text.find('/');
+  auto number = [&](const std::string& s, size_t& v) {
+    if (s.empty() || s.size() > 7 || s.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    v = std::stoul(s);
+    return true;
+  };
+  const bool ok = slash != std::string::npos && number(text.substr(0, slash), k) &&
+                  number(text.substr(slash + 1), n) && n >= 1 && k < n;
+  BIREF_CHECK(ok, "--shard '", text,
+              "' is not K/N with 0 <= K < N (e.g. 0/4 ... 3/4; a Kubernetes Indexed Job passes "
+              "$JOB_COMPLETION_INDEX as K)");
+}
 
 std::vector<biref::OutputKind> parse_kinds(const std::string& list) {
   std::vector<biref::OutputKind> kinds;
@@ -175,14 +196,21 @@ int run_segment(const SegmentOptions& o) {
     BIREF_CHECK(!biref::cli::same_file(o.dump, plan.paths[0][0]),
                 "two outputs name the same file '", o.dump, "'");
   }
+  // --shard: this process's slice. Names were checked across every input above, so shards never
+  // write the same file.
+  size_t shard_k = 0, shard_n = 1;
+  parse_shard(o.shard, shard_k, shard_n);
+  size_t in_shard = 0;
   // --skip-existing: an image whose every output exists is done (outputs are written whole).
   std::vector<size_t> to_run;
   for (size_t i = 0; i < inputs.size(); ++i) {
+    if (i % shard_n != shard_k) continue;
+    ++in_shard;
     bool done = o.skip_existing;
     for (const std::string& p : plan.paths[i]) done = done && fs::is_regular_file(p, ec);
     if (!done) to_run.push_back(i);
   }
-  const size_t skipped = inputs.size() - to_run.size();
+  const size_t skipped = in_shard - to_run.size();
   if (plan.folder && !to_run.empty()) {
     fs::create_directories(o.output, ec);
     BIREF_CHECK(!ec, "cannot make the output folder '", o.output, "': ", ec.message());
@@ -202,7 +230,8 @@ int run_segment(const SegmentOptions& o) {
                  skipped_folders == 1 ? "" : "s");
   if (to_run.empty()) {
     if (!o.quiet)
-      std::fprintf(stderr, "nothing to do: the outputs of all %zu images exist\n", inputs.size());
+      std::fprintf(stderr, "nothing to do: the outputs of all %zu images%s exist\n", in_shard,
+                   shard_n > 1 ? " of this shard" : "");
     return 0;
   }
 
@@ -463,6 +492,9 @@ BIREF_COMMAND(
       app.add_option("--batch", o->batch, "run up to N images of one model size as one batch")
           ->capture_default_str();
       app.add_flag("-r,--recursive", o->recursive, "search folders recursively");
+      app.add_option("--shard", o->shard,
+                     "K/N: only the K-th (0-based) of N slices of the inputs (image i goes to "
+                     "shard i mod N), for N processes or an Indexed Job");
       app.add_flag("--skip-existing", o->skip_existing,
                    "skip images whose outputs all exist (resume an interrupted run)");
       app.add_option("-t,--threads", o->threads, "threads (0: all cores)");
