@@ -390,3 +390,131 @@ TEST(ServeProcess, FourWorkersShareOneCopyOfTheWeights) {
 
 }  // namespace
 }  // namespace biref
+
+namespace biref {
+namespace {
+
+// Two checkpoint files (synthetic swin_v1_t weights of two seeds, half precision) for the model
+// management tests.
+class ServeModels : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    files_ = new fs::path(fresh_dir("model-files"));
+    for (int seed : {1, 2}) {
+      const auto r = test::run_cli("convert --synthetic swin_v1_t --seed " + std::to_string(seed) +
+                                   " --dtype f16 " + checkpoint(seed));
+      ASSERT_EQ(r.code, 0) << r.all();
+    }
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*files_);
+    delete files_;
+  }
+  static std::string checkpoint(int seed) {
+    return (*files_ / ("seed" + std::to_string(seed) + ".safetensors")).string();
+  }
+  // Copies `from` to `to` the way a deployment should: a temporary name, then a rename.
+  static void install(const std::string& from, const fs::path& to) {
+    const fs::path tmp = to.parent_path() / ".incoming.tmp";
+    fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+    fs::rename(tmp, to);
+  }
+  static nlohmann::json model(int port, const std::string& name) {
+    const auto j = nlohmann::json::parse(http_request(port, "GET", "/v1/models").body);
+    for (const auto& m : j["models"])
+      if (m["name"] == name) return m;
+    return nullptr;
+  }
+  // Polls (at most 30 s) until `pred(model JSON)` holds.
+  template <typename Pred>
+  static bool wait_for(int port, const std::string& name, Pred pred) {
+    for (int i = 0; i < 300; ++i) {
+      if (pred(model(port, name))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  static fs::path* files_;
+};
+fs::path* ServeModels::files_ = nullptr;
+
+TEST_F(ServeModels, FolderModelsLoadOnDemandReloadWhenChangedAndSurviveABadFile) {
+  const fs::path dir = fresh_dir("models-dir");
+  install(checkpoint(1), dir / "one.safetensors");
+  test::write_file((dir / "notes.txt").string(), "not a model");
+  ServeProcess s({"--models-dir", dir.string(), "--size", "64x64", "--watch-interval", "0.2"});
+  auto m = model(s.port(), "one");
+  ASSERT_FALSE(m.is_null());
+  EXPECT_EQ(m["loaded"], false);
+  EXPECT_TRUE(model(s.port(), "notes").is_null());
+  const std::string png = image_bytes("camera-gray.png");
+  const HttpResult r1 = http_request(s.port(), "POST", "/v1/segment?model=one", png);
+  ASSERT_EQ(r1.status, 200) << describe(r1) << s.log();
+  const std::string v1 = r1.header("x-biref-model-version");
+  EXPECT_EQ(v1.size(), 16u);
+  EXPECT_EQ(model(s.port(), "one")["loaded"], true);
+
+  // The file changes: the model reloads, the version in answers follows.
+  install(checkpoint(2), dir / "one.safetensors");
+  ASSERT_TRUE(wait_for(s.port(), "one", [&](const nlohmann::json& j) {
+    return !j.is_null() && j.value("version", "") != v1;
+  })) << s.log();
+  const HttpResult r2 = http_request(s.port(), "POST", "/v1/segment?model=one", png);
+  ASSERT_EQ(r2.status, 200);
+  const std::string v2 = r2.header("x-biref-model-version");
+  EXPECT_NE(v2, v1);
+  EXPECT_FALSE(r2.body == r1.body) << "other weights, another mask";
+
+  // A broken file: the reload fails, the previous version keeps serving.
+  test::write_file((dir / ".bad.tmp").string(), "this is not a checkpoint");
+  fs::rename(dir / ".bad.tmp", dir / "one.safetensors");
+  ASSERT_TRUE(wait_for(s.port(), "one", [](const nlohmann::json& j) {
+    return !j.is_null() && j.contains("error");
+  })) << s.log();
+  const HttpResult r3 = http_request(s.port(), "POST", "/v1/segment?model=one", png);
+  EXPECT_EQ(r3.status, 200);
+  EXPECT_EQ(r3.header("x-biref-model-version"), v2);
+  EXPECT_NE(s.log().find("still serves"), std::string::npos) << s.log();
+
+  // Files that appear and go.
+  install(checkpoint(1), dir / "two.safetensors");
+  EXPECT_TRUE(wait_for(s.port(), "two", [](const nlohmann::json& j) { return !j.is_null(); }));
+  fs::remove(dir / "two.safetensors");
+  EXPECT_TRUE(wait_for(s.port(), "two", [](const nlohmann::json& j) { return j.is_null(); }));
+  const std::string metrics = http_request(s.port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("biref_model_reloads_total{model=\"one\",result=\"ok\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("biref_model_reloads_total{model=\"one\",result=\"failed\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST_F(ServeModels, MemoryBudgetUnloadsTheLeastRecentlyUsedModel) {
+  const fs::path dir = fresh_dir("models-budget");
+  install(checkpoint(1), dir / "a.safetensors");
+  install(checkpoint(2), dir / "b.safetensors");
+  // swin_v1_t packs to ~172 MiB: one fits in 250 MiB, two do not
+  ServeProcess s({"--models-dir", dir.string(), "--size", "64x64", "--memory-budget-mb", "250",
+                  "--watch-interval", "0"});
+  const std::string png = image_bytes("camera-gray.png");
+  ASSERT_EQ(http_request(s.port(), "POST", "/v1/segment?model=a", png).status, 200);
+  ASSERT_EQ(http_request(s.port(), "POST", "/v1/segment?model=b", png).status, 200);
+  EXPECT_EQ(model(s.port(), "a")["loaded"], false);
+  EXPECT_EQ(model(s.port(), "b")["loaded"], true);
+  ASSERT_EQ(http_request(s.port(), "POST", "/v1/segment?model=a", png).status, 200);
+  EXPECT_EQ(model(s.port(), "b")["loaded"], false);
+  const std::string metrics = http_request(s.port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("biref_model_evictions_total 2"), std::string::npos) << metrics;
+
+  // A budget that no model fits: a clear 503, the server stays up.
+  ServeProcess tight({"--models-dir", dir.string(), "--size", "64x64", "--memory-budget-mb", "50",
+                      "--watch-interval", "0"});
+  const HttpResult r = http_request(tight.port(), "POST", "/v1/segment?model=a", png);
+  EXPECT_EQ(r.status, 503) << describe(r);
+  EXPECT_NE(r.body.find("memory budget"), std::string::npos) << r.body;
+  EXPECT_EQ(http_request(tight.port(), "GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace biref

@@ -6,9 +6,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
+#include <thread>
 
 #include "biref/image.h"
 #include "biref/pipeline.h"
@@ -122,6 +126,8 @@ struct ServiceMetrics {
   CounterFamily& cache_lookups;
   CounterFamily& dropped;
   GaugeFamily& model_load_seconds;
+  CounterFamily& reloads;
+  CounterFamily& evictions;
 
   ServiceMetrics()
       : requests(registry.counter("biref_http_requests_total", "HTTP requests answered",
@@ -141,7 +147,12 @@ struct ServiceMetrics {
                                  "Images dropped before the model ran them, by reason",
                                  {"reason"})),
         model_load_seconds(registry.gauge("biref_model_load_seconds",
-                                          "Time the last load of each model took", {"model"})) {}
+                                          "Time the last load of each model took", {"model"})),
+        reloads(registry.counter("biref_model_reloads_total",
+                                 "Reloads (a changed file, or on request) by result",
+                                 {"model", "result"})),
+        evictions(registry.counter("biref_model_evictions_total",
+                                   "Models unloaded to stay within the memory budget")) {}
 };
 
 // ---- Models ----
@@ -153,11 +164,45 @@ struct LoadedModel {
   double load_s = 0;
 };
 
+// A file's identity for change detection.
+struct FileStamp {
+  bool exists = false;
+  uintmax_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp stamp_of(const std::string& path) {
+  FileStamp s;
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return s;
+  const auto mtime = fs::last_write_time(path, ec);
+  if (ec) return s;
+  s.exists = true;
+  s.size = size;
+  s.mtime_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(mtime.time_since_epoch()).count();
+  return s;
+}
+
 struct ServedModel {
   ModelSpec spec;
   std::shared_ptr<LoadedModel> loaded;  // null while unloaded
   std::string last_error;               // of the last failed load
+  bool from_dir = false;                // found in --models-dir
+  bool auto_load = false;             // a request loads it (dir models, until an admin unloads one)
+  std::string path;                   // the local file behind it, watched ("" for synthetic)
+  FileStamp loaded_stamp;             // of the file when it was loaded
+  FileStamp seen_stamp;               // at the previous check
+  FileStamp failed_stamp;             // of a file that did not load: not retried until it changes
+  std::atomic<int64_t> last_used{0};  // steady-clock ns of the last request
 };
+
+bool is_local_file(const std::string& source) {
+  std::error_code ec;
+  return source.rfind("synthetic:", 0) != 0 && fs::is_regular_file(source, ec);
+}
 
 struct Service::Impl {
   ServiceOptions options;
@@ -165,11 +210,18 @@ struct Service::Impl {
   std::unique_ptr<ResultCache> cache;
   std::string cache_name = "none";
   std::optional<TokenSet> tokens;
-  std::unique_ptr<WorkPool> pool;  // decode, render, encode
+  std::unique_ptr<WorkPool> pool;    // decode, render, encode
+  std::unique_ptr<WorkPool> loader;  // models loaded on demand
   mutable std::shared_mutex models_mu;
-  std::vector<std::shared_ptr<ServedModel>> models;  // in --model order
-  std::mutex load_mu;                                // one load or unload at a time
+  std::vector<std::shared_ptr<ServedModel>> models;  // --model order, then the folder's
+  std::recursive_mutex load_mu;                      // one load or unload at a time
   std::atomic<bool> stopping{false};
+  std::mutex watch_mu;
+  std::condition_variable watch_cv;
+  std::thread watcher;
+  std::set<std::string> gauged;  // models with a queue-depth gauge (watch_mu)
+  CallbackGaugeFamily* depth_gauge = nullptr;
+  std::optional<CallbackGaugeFamily> depth_family;
 
   // -- models --
   std::shared_ptr<ServedModel> find(const std::string& name) const {
@@ -188,6 +240,81 @@ struct Service::Impl {
     std::shared_lock lock(models_mu);
     return m.loaded;
   }
+
+  // Makes `m` current: the model `lm` replaces what it served (which answers what its queue
+  // holds, then goes).
+  void install(ServedModel& m, std::shared_ptr<LoadedModel> lm, const FileStamp& stamp) {
+    std::shared_ptr<LoadedModel> old;
+    {
+      std::unique_lock lock(models_mu);
+      old = std::move(m.loaded);
+      m.loaded = std::move(lm);
+      m.last_error.clear();
+      m.loaded_stamp = stamp;
+      m.failed_stamp = {};
+    }
+    if (old) old->batcher->stop();
+  }
+  void unload(ServedModel& m) {
+    std::shared_ptr<LoadedModel> old;
+    {
+      std::unique_lock lock(models_mu);
+      old.swap(m.loaded);
+    }
+    if (old) old->batcher->stop();  // answers what it holds, refuses the rest
+  }
+
+  // Unloads the least recently used other models until `needed` more bytes fit the budget.
+  void make_room(size_t needed, const ServedModel* keep) {
+    if (options.memory_budget_bytes == 0) return;
+    for (;;) {
+      size_t held = 0;
+      std::shared_ptr<ServedModel> victim;
+      {
+        std::shared_lock lock(models_mu);
+        for (const auto& m : models) {
+          if (!m->loaded) continue;
+          held += m->loaded->model->weight_bytes();
+          if (m.get() != keep && (!victim || m->last_used < victim->last_used)) victim = m;
+        }
+      }
+      if (held + needed <= options.memory_budget_bytes) return;
+      if (!victim) {
+        fail_kind(ErrorKind::Unavailable, "model '", keep ? keep->spec.name : "?", "' needs ",
+                  needed >> 20, " MiB and ", held >> 20, " MiB are loaded; the memory budget is ",
+                  options.memory_budget_bytes >> 20, " MiB");
+      }
+      std::fprintf(stderr,
+                   "biref serve: unloading '%s' (least recently used) for the memory budget\n",
+                   victim->spec.name.c_str());
+      unload(*victim);
+      metrics->evictions.get().inc();
+    }
+  }
+
+  // Loads `m` if it is not loaded (within the memory budget); returns what serves it.
+  std::shared_ptr<LoadedModel> ensure_loaded(ServedModel& m) {
+    std::lock_guard<std::recursive_mutex> one_at_a_time(load_mu);
+    if (auto lm = loaded(m)) return lm;
+    const FileStamp stamp = m.path.empty() ? FileStamp{} : stamp_of(m.path);
+    make_room(size_t(stamp.size), &m);
+    std::shared_ptr<LoadedModel> lm;
+    try {
+      lm = load(m.spec);
+    } catch (const Error& e) {
+      std::unique_lock lock(models_mu);
+      m.last_error = e.what();
+      fail_kind(e.kind() == ErrorKind::NotFound ? ErrorKind::NotFound : ErrorKind::Internal,
+                "model '", m.spec.name, "' did not load: ", e.what());
+    }
+    install(m, lm, stamp);
+    make_room(0, &m);  // the packed size may exceed the file's
+    return lm;
+  }
+
+  // One look at the model files (the watcher thread; tests call it through the interval).
+  void check_files();
+  void add_depth_gauge(const std::string& name);
 
   std::shared_ptr<LoadedModel> load(const ModelSpec& spec) {
     const auto t0 = Clock::now();
@@ -236,9 +363,9 @@ struct Service::Impl {
       j["load_seconds"] = lm->load_s;
       j["queue"] = lm->batcher->depth();
       j["weight_bytes"] = lm->model->weight_bytes();
-    } else if (!m.last_error.empty()) {
-      j["error"] = m.last_error;
     }
+    if (!m.last_error.empty()) j["error"] = m.last_error;
+    j["auto_load"] = m.auto_load;
     return j;
   }
 
@@ -267,7 +394,6 @@ struct Service::Impl {
 Service::Service(const ServiceOptions& options) : impl_(std::make_unique<Impl>()) {
   Impl& s = *impl_;
   s.options = options;
-  BIREF_CHECK(!options.models.empty(), "serve needs at least one --model");
   BIREF_CHECK(options.decode_threads >= 1 && options.decode_threads <= 256,
               "decode threads must be 1..256, got ", options.decode_threads);
   BIREF_CHECK(options.deadline_s > 0, "the request deadline must be positive");
@@ -281,26 +407,49 @@ Service::Service(const ServiceOptions& options) : impl_(std::make_unique<Impl>()
   if (s.cache) s.cache_name = s.cache->name();
   s.pool = std::make_unique<WorkPool>(options.decode_threads, options.decode_queue,
                                       [] { omp_set_num_threads(1); });
+  s.loader = std::make_unique<WorkPool>(1, 64, [] {});
   for (const auto& spec : options.models) {
     BIREF_CHECK(!s.find(spec.name), "two models are named '", spec.name, "'");
     auto m = std::make_shared<ServedModel>();
     m->spec = spec;
-    try {
-      m->loaded = s.load(spec);
-    } catch (const Error& e) {
-      fail_kind(e.kind(), "model '", spec.name, "': ", e.what());
+    if (is_local_file(spec.source)) m->path = spec.source;
+    {
+      std::unique_lock lock(s.models_mu);
+      s.models.push_back(m);
     }
-    std::unique_lock lock(s.models_mu);
-    s.models.push_back(std::move(m));
+    try {
+      s.ensure_loaded(*m);
+    } catch (const Error& e) {
+      fail_kind(e.kind(), e.what());
+    }
   }
   auto& reg = s.metrics->registry;
   Impl* self = impl_.get();
-  auto depth = reg.gauge_callback("biref_queue_depth", "Images waiting for each model", {"model"});
-  for (const auto& spec : options.models) {
-    depth.callback({spec.name}, [self, name = spec.name] {
-      const auto m = self->find(name);
-      const auto lm = m ? self->loaded(*m) : nullptr;
-      return lm ? double(lm->batcher->depth()) : 0.0;
+  s.depth_family.emplace(
+      reg.gauge_callback("biref_queue_depth", "Images waiting for each model", {"model"}));
+  for (const auto& name : s.names()) s.add_depth_gauge(name);
+  if (!options.models_dir.empty()) {
+    std::error_code ec;
+    BIREF_CHECK_KIND(fs::is_directory(options.models_dir, ec), ErrorKind::NotFound,
+                     "--models-dir '", options.models_dir, "' is not a folder");
+    s.check_files();
+  }
+  BIREF_CHECK(!s.names().empty(), "serve needs a --model, or a --models-dir with models in it");
+  if (options.watch_interval_s > 0) {
+    s.watcher = std::thread([self] {
+      std::unique_lock<std::mutex> lock(self->watch_mu);
+      while (!self->stopping) {
+        self->watch_cv.wait_for(lock,
+                                std::chrono::duration<double>(self->options.watch_interval_s));
+        if (self->stopping) break;
+        lock.unlock();
+        try {
+          self->check_files();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "biref serve: checking the model files failed: %s\n", e.what());
+        }
+        lock.lock();
+      }
     });
   }
   reg.gauge_callback("biref_decode_queue_depth", "Requests waiting to be decoded or encoded", {},
@@ -327,6 +476,10 @@ Service::~Service() {
 
 void Service::stop() {
   if (impl_->stopping.exchange(true)) return;
+  { std::lock_guard<std::mutex> lock(impl_->watch_mu); }
+  impl_->watch_cv.notify_all();
+  if (impl_->watcher.joinable()) impl_->watcher.join();
+  impl_->loader->stop();
   std::vector<std::shared_ptr<ServedModel>> models;
   {
     std::shared_lock lock(impl_->models_mu);
@@ -490,17 +643,20 @@ void Service::Impl::model_action(const std::string& name, const std::string& act
   BIREF_CHECK_KIND(action == "load" || action == "unload" || action == "reload",
                    ErrorKind::NotFound, "unknown model action '", action,
                    "' (load, unload or reload)");
-  std::lock_guard<std::mutex> one_at_a_time(load_mu);
+  std::lock_guard<std::recursive_mutex> one_at_a_time(load_mu);
   if (action == "unload") {
-    std::shared_ptr<LoadedModel> old;
-    {
-      std::unique_lock lock(models_mu);
-      old.swap(m->loaded);
-    }
-    if (old) old->batcher->stop();  // answers what it holds, refuses the rest
+    m->auto_load = false;  // until an admin loads it again
+    unload(*m);
     return respond(json_response(model_json(*m)));
   }
-  if (action == "load" && loaded(*m)) return respond(json_response(model_json(*m)));
+  m->auto_load = m->from_dir;
+  if (action == "load") {
+    ensure_loaded(*m);
+    return respond(json_response(model_json(*m)));
+  }
+  // reload: the new weights replace the old only once they loaded; a failure keeps the old
+  const FileStamp stamp = m->path.empty() ? FileStamp{} : stamp_of(m->path);
+  make_room(size_t(stamp.size), m.get());
   std::shared_ptr<LoadedModel> fresh;
   try {
     fresh = load(m->spec);
@@ -509,20 +665,115 @@ void Service::Impl::model_action(const std::string& name, const std::string& act
       std::unique_lock lock(models_mu);
       m->last_error = e.what();
     }
-    // a failed reload keeps the model that was serving
-    Response r = error_response(http::status::internal_server_error, "load failed",
-                                str_cat("model '", name, "' did not load: ", e.what()));
-    return respond(std::move(r));
+    metrics->reloads.labels({name, "failed"}).inc();
+    return respond(
+        error_response(http::status::internal_server_error, "load failed",
+                       str_cat("model '", name, "' did not load: ", e.what(),
+                               loaded(*m) ? " (the previous version still serves)" : "")));
   }
-  std::shared_ptr<LoadedModel> old;
-  {
-    std::unique_lock lock(models_mu);
-    old = std::move(m->loaded);
-    m->loaded = fresh;
-    m->last_error.clear();
-  }
-  if (old) old->batcher->stop();
+  install(*m, fresh, stamp);
+  metrics->reloads.labels({name, "ok"}).inc();
   respond(json_response(model_json(*m)));
+}
+
+void Service::Impl::add_depth_gauge(const std::string& name) {
+  std::lock_guard<std::mutex> lock(watch_mu);
+  if (!gauged.insert(name).second) return;
+  depth_family->callback({name}, [this, name] {
+    const auto m = find(name);
+    const auto lm = m ? loaded(*m) : nullptr;
+    return lm ? double(lm->batcher->depth()) : 0.0;
+  });
+}
+
+void Service::Impl::check_files() {
+  if (!options.models_dir.empty()) {
+    std::map<std::string, std::string> found;  // name -> path
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(options.models_dir, ec)) {
+      std::error_code ec2;
+      const std::string ext = e.path().extension().string();
+      if (!e.is_regular_file(ec2) || (ext != ".safetensors" && ext != ".pth")) continue;
+      const std::string name = e.path().stem().string();
+      try {
+        check_model_name(name);
+      } catch (const Error&) {
+        continue;  // a file name that is no model name (spaces, ...) is not served
+      }
+      found[name] = e.path().string();
+    }
+    for (const auto& [name, path] : found) {
+      if (find(name)) continue;
+      auto m = std::make_shared<ServedModel>();
+      m->spec = {name, path, options.dir_width, options.dir_height};
+      m->from_dir = m->auto_load = true;
+      m->path = path;
+      m->seen_stamp = stamp_of(path);
+      {
+        std::unique_lock lock(models_mu);
+        models.push_back(m);
+      }
+      add_depth_gauge(name);
+      std::fprintf(stderr, "biref serve: new model '%s' (%s), loaded on its first request\n",
+                   name.c_str(), path.c_str());
+    }
+    std::vector<std::shared_ptr<ServedModel>> gone;
+    {
+      std::unique_lock lock(models_mu);
+      for (auto it = models.begin(); it != models.end();) {
+        if ((*it)->from_dir && !found.count((*it)->spec.name)) {
+          gone.push_back(*it);
+          it = models.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& m : gone) {
+      std::fprintf(stderr, "biref serve: model '%s' removed (its file is gone)\n",
+                   m->spec.name.c_str());
+      std::lock_guard<std::recursive_mutex> one_at_a_time(load_mu);
+      unload(*m);
+    }
+  }
+  std::vector<std::shared_ptr<ServedModel>> all;
+  {
+    std::shared_lock lock(models_mu);
+    all = models;
+  }
+  for (auto& m : all) {
+    if (m->path.empty()) continue;
+    const FileStamp now = stamp_of(m->path);
+    FileStamp before;
+    {
+      std::unique_lock lock(models_mu);
+      before = m->seen_stamp;
+      m->seen_stamp = now;
+    }
+    // reload a loaded model whose file changed and then stayed the same for a period
+    if (!loaded(*m) || !now.exists || now == m->loaded_stamp || now == m->failed_stamp ||
+        !(now == before))
+      continue;
+    std::lock_guard<std::recursive_mutex> one_at_a_time(load_mu);
+    try {
+      make_room(size_t(now.size), m.get());
+      install(*m, load(m->spec), now);
+      metrics->reloads.labels({m->spec.name, "ok"}).inc();
+      std::fprintf(stderr, "biref serve: model '%s' reloaded (its file changed): version %s\n",
+                   m->spec.name.c_str(), loaded(*m)->version.c_str());
+    } catch (const Error& e) {
+      {
+        std::unique_lock lock(models_mu);
+        m->last_error = e.what();
+        m->failed_stamp = now;
+      }
+      metrics->reloads.labels({m->spec.name, "failed"}).inc();
+      std::fprintf(stderr,
+                   "biref serve: model '%s' changed but did not load; the previous version "
+                   "still serves: %s\n",
+                   m->spec.name.c_str(), e.what());
+    }
+  }
 }
 
 // POST /v1/segment and /api/remove: parameters and body here; decode, cache lookup, model and
@@ -565,7 +816,9 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
   BIREF_CHECK(!image_bytes.empty(), "the request has no image (an empty body)");
 
   // Parameters.
-  std::string model_name = names().at(0);
+  const auto all_names = names();
+  BIREF_CHECK_KIND(!all_names.empty(), ErrorKind::NotFound, "this server has no models");
+  std::string model_name = all_names[0];
   OutputKind kind = OutputKind::Mask;
   OutputOptions out;
   PredictOptions po;
@@ -598,9 +851,7 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
   const auto m = find(model_name);
   BIREF_CHECK_KIND(m != nullptr, ErrorKind::NotFound, "no model named '", model_name,
                    "' (see GET /v1/models)");
-  const auto lm = loaded(*m);
-  BIREF_CHECK_KIND(lm != nullptr, ErrorKind::Unavailable, "model '", model_name,
-                   "' is not loaded (POST /v1/models/", model_name, ":load)");
+  m->last_used = Clock::now().time_since_epoch().count();
   default_size(m->spec, po.width, po.height);
   std::string size_text = str_cat(po.width, "x", po.height);
   if (params.count("size") && !rembg) {
@@ -612,112 +863,140 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
       parse_model_size(size_text, "size", po.width, po.height);
     }
   }
-  const std::string canonical =
+  std::string canonical =
       str_cat("output=", output_kind_name(kind), "&size=", size_text, "&tile=", int(po.tile.mode),
               "&threshold=", out.threshold, "&bg=", int(out.background.r), ",",
               int(out.background.g), ",", int(out.background.b));
+  if (rembg_request) {
+    const auto& r = *rembg_request;
+    canonical += str_cat("&rembg=", r.only_mask ? "mask" : "cutout",
+                         r.premultiplied ? ",premultiplied" : ",straight");
+    if (r.bgcolor)
+      canonical += str_cat(",bg=", int((*r.bgcolor)[0]), ",", int((*r.bgcolor)[1]), ",",
+                           int((*r.bgcolor)[2]), ",", int((*r.bgcolor)[3]));
+  }
 
-  // Admission: the decode pool's queue is bounded.
-  const std::string version = lm->version;
-  Batcher* batcher = lm->batcher.get();
-  auto keep_model = lm;  // the batcher lives while this request needs it
   auto gone = ctx.client_gone;
   const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(
                                  std::chrono::duration<double>(options.deadline_s));
-  auto headers = [model_name, version](Response& r, bool hit) {
-    r.set("X-Biref-Model", model_name);
-    r.set("X-Biref-Model-Version", version);
-    r.set("X-Biref-Cache", hit ? "hit" : "miss");
-  };
   const std::string image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
-  auto task = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name,
-               version, batcher, keep_model, gone, deadline, headers, respond,
-               image_name]() mutable {
-    try {
-      if (gone && gone->load()) return;
-      const auto td = Clock::now();
-      const std::string key = cache_key(sha256_hex(image_bytes), model_name, version, canonical);
-      if (cache) {
-        if (auto hit = cache->get(key)) {
-          metrics->cache_lookups.labels({cache_name, "hit"}).inc();
-          Response r{http::status::ok, 11};
-          r.set(http::field::content_type, "image/png");
-          headers(r, true);
-          r.body() = std::move(*hit);
-          return respond(std::move(r));
-        }
-        metrics->cache_lookups.labels({cache_name, "miss"}).inc();
-      }
-      DecodeOptions d;
-      d.max_pixels = options.max_image_pixels;
-      auto rgb = std::make_shared<const Image>(decode_image(
-          reinterpret_cast<const uint8_t*>(image_bytes.data()), image_bytes.size(), image_name, d));
-      body.reset();  // the encoded bytes are not needed any more
-      const double decode_s = ms_since(td) / 1000.0;
-      metrics->stages.labels({"decode"}).observe(decode_s);
-      SegmentJob job;
-      job.rgb = rgb;
-      job.options = po;
-      job.deadline = deadline;
-      job.cancelled = gone;
-      job.done = [this, rgb, kind, out, rembg_request, key, headers, respond,
-                  decode_s](JobOutcome&& o) mutable {
-        if (o.dropped) metrics->dropped.labels({o.dropped}).inc();
-        if (o.error) {
-          try {
-            std::rethrow_exception(o.error);
-          } catch (const Error& e) {
-            return respond(error(e));
-          } catch (const std::exception& e) {
-            return respond(
-                error_response(http::status::internal_server_error, "internal", e.what()));
-          }
-        }
-        metrics->stages.labels({"queue"}).observe(o.queue_ms / 1000.0);
-        metrics->stages.labels({"inference"}).observe(o.infer_ms / 1000.0);
-        auto mask = std::make_shared<Image>(std::move(o.mask));
-        const double queue_ms = o.queue_ms, infer_ms = o.infer_ms;
-        auto encode = [this, rgb, mask, kind, out, rembg_request, key, headers, respond, decode_s,
-                       queue_ms, infer_ms]() {
-          try {
-            const auto te = Clock::now();
-            const Image img = rembg_request ? rembg_render(*rgb, *mask, *rembg_request)
-                                            : render_output(kind, *rgb, *mask, out);
-            const auto png = encode_image(img, ".png");
-            const double encode_ms = ms_since(te);
-            metrics->stages.labels({"encode"}).observe(encode_ms / 1000.0);
+  // Admission into the decode pool (bounded) once the model is loaded.
+  auto admit = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name, gone,
+                deadline, respond, image_name](const std::shared_ptr<LoadedModel>& lm) {
+    const std::string version = lm->version;
+    Batcher* batcher = lm->batcher.get();
+    auto keep_model = lm;  // the batcher lives while this request needs it
+    auto headers = [model_name, version](Response& r, bool hit) {
+      r.set("X-Biref-Model", model_name);
+      r.set("X-Biref-Model-Version", version);
+      r.set("X-Biref-Cache", hit ? "hit" : "miss");
+    };
+    auto task = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name,
+                 version, batcher, keep_model, gone, deadline, headers, respond,
+                 image_name]() mutable {
+      try {
+        if (gone && gone->load()) return;
+        const auto td = Clock::now();
+        const std::string key = cache_key(sha256_hex(image_bytes), model_name, version, canonical);
+        if (cache) {
+          if (auto hit = cache->get(key)) {
+            metrics->cache_lookups.labels({cache_name, "hit"}).inc();
             Response r{http::status::ok, 11};
             r.set(http::field::content_type, "image/png");
-            headers(r, false);
-            r.set("Server-Timing",
-                  str_cat("decode;dur=", decode_s * 1000, ", queue;dur=", queue_ms,
-                          ", inference;dur=", infer_ms, ", encode;dur=", encode_ms));
-            r.body().assign(png.begin(), png.end());
-            if (cache) cache->put(key, r.body());
-            respond(std::move(r));
+            headers(r, true);
+            r.body() = std::move(*hit);
+            return respond(std::move(r));
+          }
+          metrics->cache_lookups.labels({cache_name, "miss"}).inc();
+        }
+        DecodeOptions d;
+        d.max_pixels = options.max_image_pixels;
+        auto rgb = std::make_shared<const Image>(
+            decode_image(reinterpret_cast<const uint8_t*>(image_bytes.data()), image_bytes.size(),
+                         image_name, d));
+        body.reset();  // the encoded bytes are not needed any more
+        const double decode_s = ms_since(td) / 1000.0;
+        metrics->stages.labels({"decode"}).observe(decode_s);
+        SegmentJob job;
+        job.rgb = rgb;
+        job.options = po;
+        job.deadline = deadline;
+        job.cancelled = gone;
+        job.done = [this, rgb, kind, out, rembg_request, key, headers, respond,
+                    decode_s](JobOutcome&& o) mutable {
+          if (o.dropped) metrics->dropped.labels({o.dropped}).inc();
+          if (o.error) {
+            try {
+              std::rethrow_exception(o.error);
+            } catch (const Error& e) {
+              return respond(error(e));
+            } catch (const std::exception& e) {
+              return respond(
+                  error_response(http::status::internal_server_error, "internal", e.what()));
+            }
+          }
+          metrics->stages.labels({"queue"}).observe(o.queue_ms / 1000.0);
+          metrics->stages.labels({"inference"}).observe(o.infer_ms / 1000.0);
+          auto mask = std::make_shared<Image>(std::move(o.mask));
+          const double queue_ms = o.queue_ms, infer_ms = o.infer_ms;
+          auto encode = [this, rgb, mask, kind, out, rembg_request, key, headers, respond, decode_s,
+                         queue_ms, infer_ms]() {
+            try {
+              const auto te = Clock::now();
+              const Image img = rembg_request ? rembg_render(*rgb, *mask, *rembg_request)
+                                              : render_output(kind, *rgb, *mask, out);
+              const auto png = encode_image(img, ".png");
+              const double encode_ms = ms_since(te);
+              metrics->stages.labels({"encode"}).observe(encode_ms / 1000.0);
+              Response r{http::status::ok, 11};
+              r.set(http::field::content_type, "image/png");
+              headers(r, false);
+              r.set("Server-Timing",
+                    str_cat("decode;dur=", decode_s * 1000, ", queue;dur=", queue_ms,
+                            ", inference;dur=", infer_ms, ", encode;dur=", encode_ms));
+              r.body().assign(png.begin(), png.end());
+              if (cache) cache->put(key, r.body());
+              respond(std::move(r));
+            } catch (const Error& e) {
+              respond(error(e));
+            } catch (const std::exception& e) {
+              respond(error_response(http::status::internal_server_error, "internal", e.what()));
+            }
+          };
+          try {
+            pool->submit(std::move(encode));
           } catch (const Error& e) {
             respond(error(e));
-          } catch (const std::exception& e) {
-            respond(error_response(http::status::internal_server_error, "internal", e.what()));
           }
         };
-        try {
-          pool->submit(std::move(encode));
-        } catch (const Error& e) {
-          respond(error(e));
-        }
-      };
-      batcher->submit(std::move(job));
+        batcher->submit(std::move(job));
+      } catch (const Error& e) {
+        respond(error(e));
+      } catch (const std::exception& e) {
+        respond(error_response(http::status::internal_server_error, "internal", e.what()));
+      }
+    };
+    if (!pool->try_submit(std::move(task))) {
+      fail_kind(ErrorKind::Unavailable, "the server is busy: ", options.decode_queue,
+                " requests are waiting to be decoded");
+    }
+  };
+  if (const auto lm = loaded(*m)) return admit(lm);
+  BIREF_CHECK_KIND(m->auto_load, ErrorKind::Unavailable, "model '", model_name,
+                   "' is not loaded (POST /v1/models/", model_name, ":load)");
+  // A model of --models-dir loads on its first request, on the loader thread (seconds), so the
+  // request threads go on.
+  const bool queued = loader->try_submit([this, m, admit, respond] {
+    try {
+      admit(ensure_loaded(*m));
     } catch (const Error& e) {
       respond(error(e));
     } catch (const std::exception& e) {
       respond(error_response(http::status::internal_server_error, "internal", e.what()));
     }
-  };
-  if (!pool->try_submit(std::move(task))) {
-    fail_kind(ErrorKind::Unavailable, "the server is busy: ", options.decode_queue,
-              " requests are waiting to be decoded");
-  }
+  });
+  BIREF_CHECK_KIND(queued, ErrorKind::Unavailable, "model '", model_name,
+                   "' is loading and too many requests wait for it");
 }
 
 }  // namespace biref::serve

@@ -34,13 +34,26 @@ ModelSpec parse_model_spec(const std::string& text);
 void check_model_name(const std::string& name);
 
 struct ServiceOptions {
-  std::vector<ModelSpec> models;  // the first is the default
-  BatcherOptions batcher;         // per model
-  int decode_threads = 1;         // decode, render and encode (each with one OpenMP thread)
-  size_t decode_queue = 64;       // requests waiting to be decoded; more: 503
-  double deadline_s = 60;         // a request not started by the model within this: 503
-  double retry_after_s = 1;       // the Retry-After of a 503
-  int64_t max_image_pixels = 0;   // decoded pixels per image; 0: the library default
+  std::vector<ModelSpec> models;  // the first is the default; loaded at start
+  // Every *.safetensors and *.pth in this folder is a model named by its file's stem (after the
+  // --model ones; the first is the default when there is no --model). They load on their first
+  // request, and are dropped when their file goes.
+  std::string models_dir;
+  int dir_width = 0, dir_height = 0;  // their model size (0: 1024x1024)
+  // Model files are checked this often: a new file in models_dir is added, a changed file
+  // (unchanged for one more period, so not mid-copy) reloaded; a reload that fails keeps the
+  // model that was serving. 0: no watching.
+  double watch_interval_s = 2;
+  // The packed weights of all loaded models together stay under this (0: no bound): loading
+  // one unloads the least recently used others first (the file's size is the estimate before
+  // the load, the packed size after it).
+  size_t memory_budget_bytes = 0;
+  BatcherOptions batcher;        // per model
+  int decode_threads = 1;        // decode, render and encode (each with one OpenMP thread)
+  size_t decode_queue = 64;      // requests waiting to be decoded; more: 503
+  double deadline_s = 60;        // a request not started by the model within this: 503
+  double retry_after_s = 1;      // the Retry-After of a 503
+  int64_t max_image_pixels = 0;  // decoded pixels per image; 0: the library default
   size_t cache_bytes = size_t(256) << 20;  // the in-process result cache; 0: none
   std::string redis_url;                   // a shared cache instead: redis://host:port[/db]
   int redis_ttl_s = 86400;

@@ -19,7 +19,8 @@ namespace {
 
 struct ServeOptions {
   std::vector<std::string> models;
-  std::string size;
+  std::string size, models_dir;
+  double watch_s = 2, budget_mb = 0;
   std::string host = "127.0.0.1";
   int port = 8080;
   int workers = 1, max_batch = 1, io_threads = 1, decode_threads = 1;
@@ -44,6 +45,16 @@ int run_serve(const ServeOptions& o) {
     }
     so.models.push_back(spec);
   }
+  BIREF_CHECK(!o.models.empty() || !o.models_dir.empty(), "serve needs --model or --models-dir");
+  so.models_dir = o.models_dir;
+  if (!o.size.empty()) {
+    parse_size(o.size, "--size", so.dir_width, so.dir_height);
+    check_model_size(so.dir_width, so.dir_height, "--size");
+  }
+  BIREF_CHECK(o.watch_s >= 0, "--watch-interval must not be negative");
+  BIREF_CHECK(o.budget_mb >= 0, "--memory-budget-mb must not be negative");
+  so.watch_interval_s = o.watch_s;
+  so.memory_budget_bytes = size_t(o.budget_mb * 1048576.0);
   BIREF_CHECK(o.cache_mb >= 0, "--cache-mb ", o.cache_mb, " is negative");
   BIREF_CHECK(o.max_body_mb > 0, "--max-body-mb must be positive");
   BIREF_CHECK(o.queue >= 1, "--queue must be at least 1");
@@ -116,8 +127,15 @@ BIREF_COMMAND(
       auto o = std::make_shared<ServeOptions>();
       app.add_option("-m,--model", o->models,
                      "[NAME=]CHECKPOINT, zoo name or synthetic:BACKBONE; repeat for several "
-                     "(the first is the default)")
-          ->required();
+                     "(the first is the default)");
+      app.add_option("--models-dir", o->models_dir,
+                     "serve every .safetensors/.pth in this folder (named by the file's stem), "
+                     "loaded on first use; files added, changed or removed are picked up");
+      app.add_option("--watch-interval", o->watch_s,
+                     "seconds between checks of the model files for changes (default 2; 0: off)");
+      app.add_option("--memory-budget-mb", o->budget_mb,
+                     "packed weights of all loaded models at most; the least recently used are "
+                     "unloaded to load another (default 0: no bound)");
       app.add_option("--size", o->size,
                      "model input size WxH for every model (default: the zoo "
                      "model's native size, else 1024x1024)");
