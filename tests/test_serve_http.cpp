@@ -518,3 +518,51 @@ TEST_F(ServeModels, MemoryBudgetUnloadsTheLeastRecentlyUsedModel) {
 
 }  // namespace
 }  // namespace biref
+
+namespace biref {
+namespace {
+
+// rembg's GET /api/remove?url=: fetched only from the hosts allowed, no redirects, bounded.
+TEST(ServeProcess, RembgUrlFormFetchesOnlyFromAllowedHosts) {
+  const fs::path site = fresh_dir("url-site");
+  fs::copy_file(test::data_path("pipeline/camera-gray.png"), site / "cam.png");
+  test::write_file((site / "big.bin").string(), std::string(3 << 20, 'x'));
+  const int web_port = test::free_port();
+  test::Process web({"/usr/bin/python3", "-m", "http.server", std::to_string(web_port), "--bind",
+                     "127.0.0.1", "--directory", site.string()},
+                    (site.parent_path() / "url-site-http.log").string());
+  ASSERT_TRUE(test::wait_for_port(web_port, 20)) << "python3 -m http.server did not start";
+  const std::string base = "http://127.0.0.1:" + std::to_string(web_port);
+
+  ServeProcess closed({"--model", kModel, "--size", "64x64"});
+  HttpResult r = http_request(closed.port(), "GET", "/api/remove?url=" + base + "/cam.png");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("--allow-url-host"), std::string::npos) << r.body;
+
+  ServeProcess s({"--model", kModel, "--size", "64x64", "--allow-url-host", "127.0.0.1",
+                  "--max-body-mb", "2"});
+  r = http_request(s.port(), "GET", "/api/remove?om=true&url=" + base + "/cam.png");
+  ASSERT_EQ(r.status, 200) << describe(r) << s.log();
+  const std::string png = image_bytes("camera-gray.png");
+  const std::string b = "bnd";
+  const HttpResult posted = http_request(s.port(), "POST", "/api/remove",
+                                         test::multipart_body(b, {{"om", "true"}}, "file", png),
+                                         {"Content-Type: multipart/form-data; boundary=" + b});
+  ASSERT_EQ(posted.status, 200) << describe(posted);
+  EXPECT_TRUE(posted.body == r.body) << "the fetched image and the uploaded one: one answer";
+  r = http_request(s.port(), "GET",
+                   "/api/remove?url=http://localhost:" + std::to_string(web_port) + "/cam.png");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("host 'localhost'"), std::string::npos) << r.body;
+  r = http_request(s.port(), "GET", "/api/remove?url=" + base + "/missing.png");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("404"), std::string::npos) << r.body;
+  r = http_request(s.port(), "GET", "/api/remove?url=" + base + "/big.bin");
+  EXPECT_EQ(r.status, 413) << r.body;
+  r = http_request(s.port(), "GET", "/api/remove?url=file:///etc/passwd");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(http_request(s.port(), "GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace biref

@@ -23,6 +23,7 @@
 #include "serve/metrics.h"
 #include "serve/rembg.h"
 #include "serve/resources.h"
+#include "weights/http.h"
 #include "weights/sha256.h"
 #include "weights/zoo.h"
 
@@ -808,12 +809,28 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
     }
     BIREF_CHECK(image, "the form has no '", field, "' field with the image");
     image_bytes = image->data;
-  } else if (rembg && req.method() == http::verb::get) {
-    BIREF_CHECK(params.count("url"), "GET /api/remove needs ?url=IMAGE_URL");
-    fail_kind(ErrorKind::InvalidInput,
-              "GET /api/remove?url= is refused: this server does not fetch URLs");
   }
-  BIREF_CHECK(!image_bytes.empty(), "the request has no image (an empty body)");
+  // rembg's GET form: the server fetches the image, from the allowed hosts only.
+  std::string fetch;
+  if (rembg && req.method() == http::verb::get) {
+    BIREF_CHECK(params.count("url") && !params["url"].empty(),
+                "GET /api/remove needs ?url=IMAGE_URL");
+    fetch = params["url"];
+    BIREF_CHECK(!options.url_hosts.empty(),
+                "GET /api/remove?url= is refused: this server fetches no URLs (start it with "
+                "--allow-url-host HOST)");
+    const std::string host = url_host(fetch);
+    bool allowed = false;
+    for (const auto& h : options.url_hosts) {
+      if (h == host) allowed = true;
+      if (h.size() > 1 && h[0] == '.' && host.size() > h.size() &&
+          host.compare(host.size() - h.size(), h.size(), h) == 0)
+        allowed = true;
+    }
+    BIREF_CHECK(allowed, "host '", host, "' of ?url= is not one this server fetches from");
+  } else {
+    BIREF_CHECK(!image_bytes.empty(), "the request has no image (an empty body)");
+  }
 
   // Parameters.
   const auto all_names = names();
@@ -879,10 +896,10 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
   auto gone = ctx.client_gone;
   const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(
                                  std::chrono::duration<double>(options.deadline_s));
-  const std::string image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
+  std::string image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
   // Admission into the decode pool (bounded) once the model is loaded.
-  auto admit = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name, gone,
-                deadline, respond, image_name](const std::shared_ptr<LoadedModel>& lm) {
+  auto admit = [this, body, image_bytes, fetch, kind, out, rembg_request, po, canonical, model_name,
+                gone, deadline, respond, image_name](const std::shared_ptr<LoadedModel>& lm) {
     const std::string version = lm->version;
     Batcher* batcher = lm->batcher.get();
     auto keep_model = lm;  // the batcher lives while this request needs it
@@ -891,11 +908,16 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
       r.set("X-Biref-Model-Version", version);
       r.set("X-Biref-Cache", hit ? "hit" : "miss");
     };
-    auto task = [this, body, image_bytes, kind, out, rembg_request, po, canonical, model_name,
-                 version, batcher, keep_model, gone, deadline, headers, respond,
+    auto task = [this, body, image_bytes, fetch, kind, out, rembg_request, po, canonical,
+                 model_name, version, batcher, keep_model, gone, deadline, headers, respond,
                  image_name]() mutable {
       try {
         if (gone && gone->load()) return;
+        if (!fetch.empty()) {
+          *body = fetch_url(fetch, options.max_fetch_bytes, options.fetch_timeout_s);
+          image_bytes = *body;
+          image_name = fetch;
+        }
         const auto td = Clock::now();
         const std::string key = cache_key(sha256_hex(image_bytes), model_name, version, canonical);
         if (cache) {

@@ -60,6 +60,11 @@ struct ServiceOptions {
   int redis_timeout_ms = 250;
   std::string token_file;  // bearer tokens (see serve/auth.h); empty: no authentication
   std::string instance;    // names this server in answers (X-Biref-Instance)
+  // GET /api/remove?url= fetches only from these hosts (exact names, or ".example.com" for
+  // its subdomains); none: the url= form is refused.
+  std::vector<std::string> url_hosts;
+  size_t max_fetch_bytes = size_t(64) << 20;
+  double fetch_timeout_s = 20;
 };
 
 class Service {

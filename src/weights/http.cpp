@@ -235,6 +235,68 @@ class DownloadLock {
 };
 }  // namespace
 
+std::string url_host(const std::string& url) {
+  curl_init_once();
+  CURLU* u = curl_url();
+  char* host = nullptr;
+  char* scheme = nullptr;
+  const bool ok = curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK &&
+                  curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+                  curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
+  std::string h = ok ? host : "", sc = ok ? scheme : "";
+  curl_free(host);
+  curl_free(scheme);
+  curl_url_cleanup(u);
+  for (auto& c : h) c = char(std::tolower(static_cast<unsigned char>(c)));
+  BIREF_CHECK(ok && (sc == "http" || sc == "https") && !h.empty(), "'", url,
+              "' is not an http:// or https:// URL");
+  return h;
+}
+
+std::string fetch_url(const std::string& url, size_t max_bytes, double timeout_s) {
+  curl_init_once();
+  url_host(url);  // checks the scheme
+  struct Sink {
+    std::string data;
+    size_t max;
+    bool over = false;
+  } sink{{}, max_bytes};
+  CURL* curl = curl_easy_init();
+  BIREF_CHECK_KIND(curl, ErrorKind::Internal, "cannot start a transfer of '", url, "'");
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(std::min(timeout_s, 10.0) * 1000));
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(timeout_s * 1000));
+  curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(max_bytes));
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(
+      curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* u) {
+        auto* s = static_cast<Sink*>(u);
+        if (s->data.size() + size * n > s->max) {
+          s->over = true;
+          return size_t(0);  // aborts the transfer
+        }
+        s->data.append(p, size * n);
+        return size * n;
+      });
+  const CURLcode rc = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  char* location = nullptr;
+  curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location);
+  const std::string redirect = location ? location : "";
+  curl_easy_cleanup(curl);
+  BIREF_CHECK_KIND(!sink.over && rc != CURLE_FILESIZE_EXCEEDED, ErrorKind::TooLarge, "'", url,
+                   "' is larger than the limit of ", max_bytes, " bytes");
+  BIREF_CHECK(rc == CURLE_OK, "cannot fetch '", url, "': ", curl_easy_strerror(rc));
+  BIREF_CHECK(status < 300 || status >= 400 || redirect.empty(), "'", url, "' redirects to '",
+              redirect, "' (redirects are not followed: give the final URL)");
+  BIREF_CHECK(status == 200, "fetching '", url, "' answered HTTP ", status);
+  return std::move(sink.data);
+}
+
 DownloadResult download_file(const std::string& url, const std::string& dest,
                              const DownloadOptions& options) {
   curl_init_once();

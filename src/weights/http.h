@@ -38,6 +38,14 @@ std::string download_lock_path(const std::string& dest);
 DownloadResult download_file(const std::string& url, const std::string& dest,
                              const DownloadOptions& options = {});
 
+// An HTTP(S) GET into memory, for the service's `?url=` form: no redirects followed (a redirect
+// is an error naming its target), at most `max_bytes` (a larger answer is an error of kind
+// TooLarge, stopped as soon as it passes the limit), `timeout_s` in all. Errors name the URL and
+// the HTTP status or curl's reason.
+std::string fetch_url(const std::string& url, size_t max_bytes, double timeout_s);
+// The host of an http(s) URL, lowercased; throws biref::Error naming the URL when it is not one.
+std::string url_host(const std::string& url);
+
 // The 64-hex sha256 in an X-Linked-Etag / ETag value ("\"<hex>\"", W/"<hex>"), lowercased;
 // empty if the value is not a sha256 (git blobs have 40-hex sha1 etags).
 std::string sha256_from_etag(std::string value);

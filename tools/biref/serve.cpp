@@ -28,6 +28,7 @@ struct ServeOptions {
   size_t queue = 32;
   double cache_mb = 256;
   std::string redis, token_file, instance;
+  std::vector<std::string> url_hosts;
   int redis_ttl = 86400;
   double max_body_mb = 64;
   int64_t max_image_pixels = 0;
@@ -71,6 +72,14 @@ int run_serve(const ServeOptions& o) {
   so.redis_ttl_s = o.redis_ttl;
   so.token_file = o.token_file;
   so.instance = o.instance;
+  for (std::string h : o.url_hosts) {
+    for (auto& c : h) c = char(std::tolower(static_cast<unsigned char>(c)));
+    BIREF_CHECK(!h.empty() && h.find_first_of("/:@ ") == std::string::npos, "--allow-url-host '", h,
+                "' is not a host name (e.g. images.example.com, or .example.com for its "
+                "subdomains)");
+    so.url_hosts.push_back(h);
+  }
+  so.max_fetch_bytes = size_t(o.max_body_mb * 1048576.0);
   const bool loopback = o.host == "127.0.0.1" || o.host == "::1" || o.host == "localhost";
   BIREF_CHECK(!o.token_file.empty() || loopback, "--host ", o.host,
               " is not loopback: serving other machines needs --token-file (or a proxy in front "
@@ -166,6 +175,9 @@ BIREF_COMMAND(
       app.add_option("--token-file", o->token_file,
                      "bearer tokens, one per line: 'user TOKEN' or 'admin TOKEN'");
       app.add_option("--instance", o->instance, "a name sent back as X-Biref-Instance");
+      app.add_option("--allow-url-host", o->url_hosts,
+                     "GET /api/remove?url= may fetch from this host (repeat; .example.com: its "
+                     "subdomains); none: the url= form is refused");
       app.add_option("--max-body-mb", o->max_body_mb, "request body limit in MiB (default 64)");
       app.add_option("--max-image-pixels", o->max_image_pixels,
                      "decoded pixels per image at most (default 134217728)");
