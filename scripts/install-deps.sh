@@ -18,6 +18,9 @@ PACKAGES=(
   libhiredis-dev         # biref serve: the shared result cache in Redis
   redis-server           # tests: a real Redis for the shared cache
   prometheus             # tests: promtool checks the /metrics text
+  nginx-light            # tests: the load balancer of deploy/nginx in front of two instances
+  wrk                    # tests: a bounded load run against the service
+  chromium               # tests: the web page in a headless browser (puppeteer-core)
   clang libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
   llvm                   # llvm-symbolizer: file:line in sanitizer reports
   python3                # fuzz seed corpora (fuzz/make_seeds.py)
@@ -27,6 +30,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Node.js and npm for the browser and deployment tests (tests/web, tests/deploy): Debian's, unless
+# a Node.js with npm is already installed (a newer one from another repository is kept).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages present"
   exit 0

@@ -17,6 +17,7 @@ BUILD_DIR=build-asan
 # backend on a whole model (its kernels are checked op by op in test_ops), the swin_v1_l model
 # (the swin_v1_t code with more and wider layers) and its conversion to half precision.
 EXCLUDE=(
+  'Deploy\.'  # node checks of deploy/: no C++ of biref's runs beyond --help
   'Golden\.ReferenceBackend'
   'Golden\.SwinL'
   'ConvertTest\.SwinL'

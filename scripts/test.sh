@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
+# The npm packages of the browser and deployment tests (pinned by their lock files; skipped
+# when already installed).
+scripts/install-test-npm-deps.sh
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure

@@ -25,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.h"
+
 namespace biref::test {
 
 inline std::string slurp_file(const std::string& path) {
@@ -103,19 +105,6 @@ class Process {
   int exit_status_ = 0;
   std::string log_;
 };
-
-// A loopback port that was free a moment ago (for servers that cannot pick their own).
-inline int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 // Waits (at most `timeout_s`) until something accepts connections on the loopback `port`.
 inline bool wait_for_port(int port, double timeout_s) {

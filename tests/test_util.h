@@ -1,6 +1,9 @@
 // Shared helpers of the test suite.
 #pragma once
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -240,6 +243,19 @@ std::string error_of(Fn fn) {
 }
 
 // The built `biref` command, run as a user runs it.
+// A loopback port that was free a moment ago (for servers that cannot pick their own).
+inline int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
 // ---- decompression bombs ----
 
 inline uint32_t crc32(const std::string& s) {

@@ -234,15 +234,7 @@ std::vector<fs::path> files_under(const fs::path& dir) {
 
 // A port on 127.0.0.1 that nothing listens on: bound, then closed.
 int closed_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
+  return test::free_port();
 }
 
 class ZooDownload : public testing::Test {

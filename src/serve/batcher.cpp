@@ -153,32 +153,27 @@ void Batcher::loop(int worker) {
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
       const std::string key = batch.front().key;
+      // Moves the queued jobs that may join this batch into it, up to max_batch.
+      auto take_matching = [&] {
+        for (auto it = queue_.begin();
+             it != queue_.end() && int(batch.size()) < options_.max_batch;) {
+          if (it->key == key) {
+            batch.push_back(std::move(*it));
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      };
       if (!key.empty() && options_.max_batch > 1) {
         const auto until = batch.front().enqueued +
                            std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double, std::milli>(options_.max_wait_ms));
         for (;;) {
-          for (auto it = queue_.begin();
-               it != queue_.end() && int(batch.size()) < options_.max_batch;) {
-            if (it->key == key) {
-              batch.push_back(std::move(*it));
-              it = queue_.erase(it);
-            } else {
-              ++it;
-            }
-          }
+          take_matching();
           if (int(batch.size()) >= options_.max_batch || stopping_) break;
           if (cv_.wait_until(lock, until) == std::cv_status::timeout) {
-            // one last look: jobs that arrived with the timeout
-            for (auto it = queue_.begin();
-                 it != queue_.end() && int(batch.size()) < options_.max_batch;) {
-              if (it->key == key) {
-                batch.push_back(std::move(*it));
-                it = queue_.erase(it);
-              } else {
-                ++it;
-              }
-            }
+            take_matching();  // the jobs that arrived with the timeout
             break;
           }
         }

@@ -23,7 +23,7 @@ struct ServeOptions {
   double watch_s = 2, budget_mb = 0;
   std::string host = "127.0.0.1";
   int port = 8080;
-  int workers = 1, max_batch = 1, io_threads = 1, decode_threads = 1;
+  int workers = 1, max_batch = 1, io_threads = 1, decode_threads = 1, threads = 0;
   double max_wait_ms = 5;
   size_t queue = 32;
   double cache_mb = 256;
@@ -60,6 +60,8 @@ int run_serve(const ServeOptions& o) {
   BIREF_CHECK(o.max_body_mb > 0, "--max-body-mb must be positive");
   BIREF_CHECK(o.queue >= 1, "--queue must be at least 1");
   so.batcher.workers = o.workers;
+  biref::check_threads(o.threads, "--threads");
+  so.batcher.threads_per_worker = o.threads;
   so.batcher.max_batch = o.max_batch;
   so.batcher.max_wait_ms = o.max_wait_ms;
   so.batcher.capacity = o.queue;
@@ -154,6 +156,9 @@ BIREF_COMMAND(
       app.add_option("--workers", o->workers,
                      "model workers per model, sharing one copy of the weights (default 1)")
           ->check(CLI::Range(1, 256));
+      app.add_option("--threads", o->threads,
+                     "OpenMP threads of each worker (default: the cores / --workers; in a "
+                     "container, its CPU limit / --workers)");
       app.add_option("--max-batch", o->max_batch, "images per model batch at most (default 1)")
           ->check(CLI::Range(1, 64));
       app.add_option("--max-wait-ms", o->max_wait_ms,

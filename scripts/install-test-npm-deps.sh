@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the npm packages of the tests that run on Node.js, exactly as their lock files pin
+# them: tests/web (puppeteer-core, driving Debian's chromium; never a downloaded browser) and
+# tests/deploy (kubernetes-models, @kubernetes/client-node, js-yaml: the offline manifest
+# validation). A folder whose node_modules already matches its lock file is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in node npm; do
+  command -v "$tool" >/dev/null || {
+    echo "install-test-npm-deps: $tool is missing: run scripts/install-deps.sh (Debian packages nodejs npm)" >&2
+    exit 1
+  }
+done
+
+for dir in tests/web tests/deploy; do
+  stamp=$dir/node_modules/.biref-lock.sha256
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "install-test-npm-deps: $dir/node_modules matches package-lock.json"
+    continue
+  fi
+  echo "install-test-npm-deps: npm ci in $dir"
+  # --ignore-scripts: no install scripts run; the packages are plain JavaScript and data.
+  (cd "$dir" && timeout 600 npm ci --ignore-scripts --no-audit --no-fund)
+  echo "$want" >"$stamp"
+done
