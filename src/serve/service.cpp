@@ -205,6 +205,31 @@ bool is_local_file(const std::string& source) {
   return source.rfind("synthetic:", 0) != 0 && fs::is_regular_file(source, ec);
 }
 
+// One segmentation request from admission to its answer, shared by the stages it passes
+// through: decode pool (cache lookups, decode) -> model queue -> decode pool (render, encode).
+struct SegmentCall {
+  std::shared_ptr<std::string> body;  // the request body (or the fetched image)
+  std::string_view image;             // the image bytes within it
+  std::string fetch;                  // rembg's ?url=: fetched in the decode stage
+  std::string image_name;             // what errors call the image
+  OutputKind kind = OutputKind::Mask;
+  OutputOptions out;
+  std::optional<RembgRequest> rembg;
+  PredictOptions po;
+  // The parameters that make an answer (cache key of the output), and those that make the mask
+  // (cache key of the mask: another output of the same image and model reuses it).
+  std::string canonical, mask_canonical;
+  std::string model_name, version;
+  std::shared_ptr<LoadedModel> model;  // until the job is queued (never held by a job)
+  std::shared_ptr<std::atomic<bool>> gone;
+  Clock::time_point deadline;
+  Respond respond;
+  // filled on the way
+  std::shared_ptr<const Image> rgb;
+  std::string key, mask_key;
+  double decode_ms = 0, queue_ms = 0, infer_ms = 0;
+};
+
 struct Service::Impl {
   ServiceOptions options;
   std::unique_ptr<ServiceMetrics> metrics = std::make_unique<ServiceMetrics>();
@@ -389,6 +414,13 @@ struct Service::Impl {
   void handle(Request&& req, const RequestContext& ctx, Respond respond);
   void segment(Request&& req, const RequestContext& ctx, const std::string& route, bool rembg,
                Respond respond);
+  // The stages of a segmentation request (see SegmentCall).
+  void admit(const std::shared_ptr<SegmentCall>& c, std::shared_ptr<LoadedModel> lm);
+  void decode_stage(const std::shared_ptr<SegmentCall>& c);
+  void mask_ready(const std::shared_ptr<SegmentCall>& c, JobOutcome&& o);
+  void finish(const std::shared_ptr<SegmentCall>& c, const Image& mask, bool store_mask);
+  void answer(const std::shared_ptr<SegmentCall>& c, std::string png, const char* cache_state,
+              double encode_ms);
   void model_action(const std::string& name, const std::string& action, Respond& respond);
 };
 
@@ -893,132 +925,168 @@ void Service::Impl::segment(Request&& req, const RequestContext& ctx, const std:
                            int((*r.bgcolor)[2]), ",", int((*r.bgcolor)[3]));
   }
 
-  auto gone = ctx.client_gone;
-  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(options.deadline_s));
-  std::string image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
-  // Admission into the decode pool (bounded) once the model is loaded.
-  auto admit = [this, body, image_bytes, fetch, kind, out, rembg_request, po, canonical, model_name,
-                gone, deadline, respond, image_name](const std::shared_ptr<LoadedModel>& lm) {
-    const std::string version = lm->version;
-    Batcher* batcher = lm->batcher.get();
-    auto keep_model = lm;  // the batcher lives while this request needs it
-    auto headers = [model_name, version](Response& r, bool hit) {
-      r.set("X-Biref-Model", model_name);
-      r.set("X-Biref-Model-Version", version);
-      r.set("X-Biref-Cache", hit ? "hit" : "miss");
-    };
-    auto task = [this, body, image_bytes, fetch, kind, out, rembg_request, po, canonical,
-                 model_name, version, batcher, keep_model, gone, deadline, headers, respond,
-                 image_name]() mutable {
-      try {
-        if (gone && gone->load()) return;
-        if (!fetch.empty()) {
-          *body = fetch_url(fetch, options.max_fetch_bytes, options.fetch_timeout_s);
-          image_bytes = *body;
-          image_name = fetch;
-        }
-        const auto td = Clock::now();
-        const std::string key = cache_key(sha256_hex(image_bytes), model_name, version, canonical);
-        if (cache) {
-          if (auto hit = cache->get(key)) {
-            metrics->cache_lookups.labels({cache_name, "hit"}).inc();
-            Response r{http::status::ok, 11};
-            r.set(http::field::content_type, "image/png");
-            headers(r, true);
-            r.body() = std::move(*hit);
-            return respond(std::move(r));
-          }
-          metrics->cache_lookups.labels({cache_name, "miss"}).inc();
-        }
-        DecodeOptions d;
-        d.max_pixels = options.max_image_pixels;
-        auto rgb = std::make_shared<const Image>(
-            decode_image(reinterpret_cast<const uint8_t*>(image_bytes.data()), image_bytes.size(),
-                         image_name, d));
-        body.reset();  // the encoded bytes are not needed any more
-        const double decode_s = ms_since(td) / 1000.0;
-        metrics->stages.labels({"decode"}).observe(decode_s);
-        SegmentJob job;
-        job.rgb = rgb;
-        job.options = po;
-        job.deadline = deadline;
-        job.cancelled = gone;
-        job.done = [this, rgb, kind, out, rembg_request, key, headers, respond,
-                    decode_s](JobOutcome&& o) mutable {
-          if (o.dropped) metrics->dropped.labels({o.dropped}).inc();
-          if (o.error) {
-            try {
-              std::rethrow_exception(o.error);
-            } catch (const Error& e) {
-              return respond(error(e));
-            } catch (const std::exception& e) {
-              return respond(
-                  error_response(http::status::internal_server_error, "internal", e.what()));
-            }
-          }
-          metrics->stages.labels({"queue"}).observe(o.queue_ms / 1000.0);
-          metrics->stages.labels({"inference"}).observe(o.infer_ms / 1000.0);
-          auto mask = std::make_shared<Image>(std::move(o.mask));
-          const double queue_ms = o.queue_ms, infer_ms = o.infer_ms;
-          auto encode = [this, rgb, mask, kind, out, rembg_request, key, headers, respond, decode_s,
-                         queue_ms, infer_ms]() {
-            try {
-              const auto te = Clock::now();
-              const Image img = rembg_request ? rembg_render(*rgb, *mask, *rembg_request)
-                                              : render_output(kind, *rgb, *mask, out);
-              const auto png = encode_image(img, ".png");
-              const double encode_ms = ms_since(te);
-              metrics->stages.labels({"encode"}).observe(encode_ms / 1000.0);
-              Response r{http::status::ok, 11};
-              r.set(http::field::content_type, "image/png");
-              headers(r, false);
-              r.set("Server-Timing",
-                    str_cat("decode;dur=", decode_s * 1000, ", queue;dur=", queue_ms,
-                            ", inference;dur=", infer_ms, ", encode;dur=", encode_ms));
-              r.body().assign(png.begin(), png.end());
-              if (cache) cache->put(key, r.body());
-              respond(std::move(r));
-            } catch (const Error& e) {
-              respond(error(e));
-            } catch (const std::exception& e) {
-              respond(error_response(http::status::internal_server_error, "internal", e.what()));
-            }
-          };
-          try {
-            pool->submit(std::move(encode));
-          } catch (const Error& e) {
-            respond(error(e));
-          }
-        };
-        batcher->submit(std::move(job));
-      } catch (const Error& e) {
-        respond(error(e));
-      } catch (const std::exception& e) {
-        respond(error_response(http::status::internal_server_error, "internal", e.what()));
-      }
-    };
-    if (!pool->try_submit(std::move(task))) {
-      fail_kind(ErrorKind::Unavailable, "the server is busy: ", options.decode_queue,
-                " requests are waiting to be decoded");
-    }
-  };
-  if (const auto lm = loaded(*m)) return admit(lm);
+  auto c = std::make_shared<SegmentCall>();
+  c->body = body;
+  c->image = image_bytes;
+  c->fetch = fetch;
+  c->image_name = route == "/api/remove" ? "the uploaded file" : "the request body";
+  c->kind = kind;
+  c->out = out;
+  c->rembg = rembg_request;
+  c->po = po;
+  // The mask's entry is keyed by what makes the mask; a plain mask answer is that entry itself,
+  // other outputs also store the mask they rendered from.
+  c->mask_canonical = str_cat("mask&size=", size_text, "&tile=", int(po.tile.mode));
+  const bool plain_mask = !rembg_request && kind == OutputKind::Mask && out.threshold < 0;
+  c->canonical = plain_mask ? c->mask_canonical : canonical;
+  c->model_name = model_name;
+  c->gone = ctx.client_gone;
+  c->deadline = t0 + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(options.deadline_s));
+  c->respond = std::move(respond);
+  if (auto lm = loaded(*m)) return admit(c, std::move(lm));
   BIREF_CHECK_KIND(m->auto_load, ErrorKind::Unavailable, "model '", model_name,
                    "' is not loaded (POST /v1/models/", model_name, ":load)");
   // A model of --models-dir loads on its first request, on the loader thread (seconds), so the
   // request threads go on.
-  const bool queued = loader->try_submit([this, m, admit, respond] {
+  const bool queued = loader->try_submit([this, m, c] {
     try {
-      admit(ensure_loaded(*m));
+      admit(c, ensure_loaded(*m));
     } catch (const Error& e) {
-      respond(error(e));
+      c->respond(error(e));
     } catch (const std::exception& e) {
-      respond(error_response(http::status::internal_server_error, "internal", e.what()));
+      c->respond(error_response(http::status::internal_server_error, "internal", e.what()));
     }
   });
   BIREF_CHECK_KIND(queued, ErrorKind::Unavailable, "model '", model_name,
                    "' is loading and too many requests wait for it");
+}
+
+// Admission into the decode pool (bounded: a full pool is a 503) once the model is loaded.
+void Service::Impl::admit(const std::shared_ptr<SegmentCall>& c, std::shared_ptr<LoadedModel> lm) {
+  c->version = lm->version;
+  c->model = std::move(lm);
+  if (!pool->try_submit([this, c] { decode_stage(c); })) {
+    c->model.reset();
+    fail_kind(ErrorKind::Unavailable, "the server is busy: ", options.decode_queue,
+              " requests are waiting to be decoded");
+  }
+}
+
+// On the decode pool: the cache (the answer itself, else the mask of another output), the
+// decode, and the model queue.
+void Service::Impl::decode_stage(const std::shared_ptr<SegmentCall>& c) {
+  auto model = std::move(c->model);  // released on this thread, never on a model worker's
+  try {
+    if (c->gone && c->gone->load()) return;
+    if (!c->fetch.empty()) {
+      *c->body = fetch_url(c->fetch, options.max_fetch_bytes, options.fetch_timeout_s);
+      c->image = *c->body;
+      c->image_name = c->fetch;
+    }
+    const auto td = Clock::now();
+    const std::string sha = sha256_hex(c->image);
+    c->key = cache_key(sha, c->model_name, c->version, c->canonical);
+    c->mask_key = cache_key(sha, c->model_name, c->version, c->mask_canonical);
+    std::optional<std::string> cached_mask;
+    if (cache) {
+      if (auto hit = cache->get(c->key)) {
+        metrics->cache_lookups.labels({cache_name, "hit"}).inc();
+        return answer(c, std::move(*hit), "hit", 0);
+      }
+      if (c->mask_key != c->key) cached_mask = cache->get(c->mask_key);
+      metrics->cache_lookups.labels({cache_name, cached_mask ? "mask" : "miss"}).inc();
+    }
+    DecodeOptions d;
+    d.max_pixels = options.max_image_pixels;
+    c->rgb = std::make_shared<const Image>(decode_image(
+        reinterpret_cast<const uint8_t*>(c->image.data()), c->image.size(), c->image_name, d));
+    c->body.reset();  // the encoded bytes are not needed any more
+    c->image = {};
+    c->decode_ms = ms_since(td);
+    metrics->stages.labels({"decode"}).observe(c->decode_ms / 1000.0);
+    if (cached_mask) {
+      DecodeOptions gray;
+      gray.channels = 1;
+      const Image mask = decode_image(reinterpret_cast<const uint8_t*>(cached_mask->data()),
+                                      cached_mask->size(), "the cached mask", gray);
+      if (mask.width == c->rgb->width && mask.height == c->rgb->height)
+        return finish(c, mask, false);  // the model does not run
+    }
+    SegmentJob job;
+    job.rgb = c->rgb;
+    job.options = c->po;
+    job.deadline = c->deadline;
+    job.cancelled = c->gone;
+    job.done = [this, c](JobOutcome&& o) { mask_ready(c, std::move(o)); };
+    model->batcher->submit(std::move(job));
+  } catch (const Error& e) {
+    c->respond(error(e));
+  } catch (const std::exception& e) {
+    c->respond(error_response(http::status::internal_server_error, "internal", e.what()));
+  }
+}
+
+// On a model worker: hand the mask to the decode pool for rendering.
+void Service::Impl::mask_ready(const std::shared_ptr<SegmentCall>& c, JobOutcome&& o) {
+  if (o.dropped) metrics->dropped.labels({o.dropped}).inc();
+  if (o.error) {
+    try {
+      std::rethrow_exception(o.error);
+    } catch (const Error& e) {
+      return c->respond(error(e));
+    } catch (const std::exception& e) {
+      return c->respond(error_response(http::status::internal_server_error, "internal", e.what()));
+    }
+  }
+  c->queue_ms = o.queue_ms;
+  c->infer_ms = o.infer_ms;
+  metrics->stages.labels({"queue"}).observe(o.queue_ms / 1000.0);
+  metrics->stages.labels({"inference"}).observe(o.infer_ms / 1000.0);
+  auto mask = std::make_shared<const Image>(std::move(o.mask));
+  try {
+    pool->submit([this, c, mask] { finish(c, *mask, true); });
+  } catch (const Error& e) {
+    c->respond(error(e));
+  }
+}
+
+// On the decode pool: render the output as `biref segment` does, encode it, store it (and the
+// mask, for the other outputs of this image), answer.
+void Service::Impl::finish(const std::shared_ptr<SegmentCall>& c, const Image& mask,
+                           bool store_mask) {
+  try {
+    const auto te = Clock::now();
+    const Image img = c->rembg ? rembg_render(*c->rgb, mask, *c->rembg)
+                               : render_output(c->kind, *c->rgb, mask, c->out);
+    const auto png = encode_image(img, ".png");
+    std::string bytes(png.begin(), png.end());
+    if (cache && store_mask && c->mask_key != c->key) {
+      const auto mask_png = encode_image(mask, ".png");
+      cache->put(c->mask_key, std::string(mask_png.begin(), mask_png.end()));
+    }
+    const double encode_ms = ms_since(te);
+    metrics->stages.labels({"encode"}).observe(encode_ms / 1000.0);
+    if (cache) cache->put(c->key, bytes);
+    answer(c, std::move(bytes), store_mask ? "miss" : "mask", encode_ms);
+  } catch (const Error& e) {
+    c->respond(error(e));
+  } catch (const std::exception& e) {
+    c->respond(error_response(http::status::internal_server_error, "internal", e.what()));
+  }
+}
+
+void Service::Impl::answer(const std::shared_ptr<SegmentCall>& c, std::string png,
+                           const char* cache_state, double encode_ms) {
+  Response r{http::status::ok, 11};
+  r.set(http::field::content_type, "image/png");
+  r.set("X-Biref-Model", c->model_name);
+  r.set("X-Biref-Model-Version", c->version);
+  r.set("X-Biref-Cache", cache_state);
+  r.set("Server-Timing", str_cat("decode;dur=", c->decode_ms, ", queue;dur=", c->queue_ms,
+                                 ", inference;dur=", c->infer_ms, ", encode;dur=", encode_ms));
+  r.body() = std::move(png);
+  c->respond(std::move(r));
 }
 
 }  // namespace biref::serve
