@@ -22,16 +22,16 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_serve LOG ARGS... -> prints the port once it listens
+# start_serve LOG ARGS... -> sets PORT once the server listens (not in a subshell: PIDS must keep
+# the server's pid)
 start_serve() {
   local log=$1
   shift
-  local port
-  port=$(free_port)
-  "$BIN" serve --model "$MODEL" --port "$port" --cache-mb 0 "$@" 2>"$log" &
+  PORT=$(free_port)
+  "$BIN" serve --model "$MODEL" --port "$PORT" --cache-mb 0 "$@" >"$log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 600); do
-    grep -q "listening on" "$log" && { echo "$port"; return; }
+    grep -q "listening on" "$log" && return
     sleep 0.1
   done
   echo "biref serve did not start: $(cat "$log")" >&2
@@ -57,7 +57,7 @@ http { access_log off; client_body_temp_path $dir/body; proxy_temp_path $dir/pro
   fastcgi_temp_path $dir/f; uwsgi_temp_path $dir/u; scgi_temp_path $dir/s;
   include $dir/biref.conf; }
 CONF
-  /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
+  /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" >/dev/null 2>&1 &
   PIDS+=($!)
   sleep 0.5
 }
@@ -65,7 +65,7 @@ CONF
 # run_wrk PORT QUERY CONNECTIONS -> "rps p50 p99"
 run_wrk() {
   local out
-  out=$(BIREF_WRK_BODY=$IMG wrk -t2 -c"$3" -d"${SECS}s" --timeout 60s --latency \
+  out=$(BIREF_WRK_BODY=$IMG wrk -t"$(($3 < 2 ? $3 : 2))" -c"$3" -d"${SECS}s" --timeout 60s --latency \
     -s scripts/wrk-post.lua "http://127.0.0.1:$1/v1/segment?$2" 2>&1)
   local rps p50 p99 st
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -80,10 +80,12 @@ rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 echo "machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) cores"
 echo "model: $MODEL, image: $IMG, $SECS s per run, wrk -t2, no result cache"
 for size in 256 1024; do
-  p1=$(start_serve "$WORK/a.log" --size "${size}x${size}" --queue 64)
+  start_serve "$WORK/a.log" --size "${size}x${size}" --queue 64
+  p1=$PORT
   run_wrk "$p1" "output=mask" 1 >/dev/null  # warm-up: the plans and primitives of this size
   echo "${size}x${size}, 1 instance,  4 connections: $(run_wrk "$p1" "output=mask" 4)"
-  p2=$(start_serve "$WORK/b.log" --size "${size}x${size}" --queue 64)
+  start_serve "$WORK/b.log" --size "${size}x${size}" --queue 64
+  p2=$PORT
   run_wrk "$p2" "output=mask" 1 >/dev/null
   np=$(free_port)
   start_nginx "$np" "$p1" "$p2"
@@ -94,7 +96,8 @@ for size in 256 1024; do
 done
 
 for w in 1 4; do
-  p=$(start_serve "$WORK/w.log" --size 1024x1024 --workers "$w" --queue 64)
+  start_serve "$WORK/w.log" --size 1024x1024 --workers "$w" --queue 64
+  p=$PORT
   run_wrk "$p" "output=mask" 4 >/dev/null
   pid=${PIDS[-1]}
   echo "1024x1024, --workers $w: RSS $(rss_mb "$pid") MiB after $SECS s of 4 connections"
@@ -104,7 +107,8 @@ for w in 1 4; do
 done
 
 for b in 1 4; do
-  p=$(start_serve "$WORK/batch.log" --size 256x256 --max-batch "$b" --max-wait-ms 20 --queue 64)
+  start_serve "$WORK/batch.log" --size 256x256 --max-batch "$b" --max-wait-ms 20 --queue 64
+  p=$PORT
   run_wrk "$p" "output=mask" 1 >/dev/null
   echo "256x256, --max-batch $b, 8 connections: $(run_wrk "$p" "output=mask" 8)"
   kill "${PIDS[-1]}"
