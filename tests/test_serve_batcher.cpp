@@ -53,6 +53,22 @@ struct Outcomes {
   }
 };
 
+// The sizes of the batches a Batcher ran, in order (its on_batch hook runs on worker threads).
+struct BatchLog {
+  std::mutex mu;
+  std::vector<int> batches;
+  std::function<void(int, double)> hook() {
+    return [this](int size, double) {
+      std::lock_guard<std::mutex> lock(mu);
+      batches.push_back(size);
+    };
+  }
+  std::vector<int> sizes() {
+    std::lock_guard<std::mutex> lock(mu);
+    return batches;
+  }
+};
+
 TEST(ServeWorkPool, RefusesWhenFullAndRunsWhatItAcceptedOnStop) {
   std::promise<void> release;
   std::shared_future<void> gate = release.get_future().share();
@@ -80,12 +96,8 @@ TEST(ServeBatcher, BatchesOneSizeUpToMaxBatchAndMatchesThePredictor) {
   BatcherOptions bo;
   bo.max_batch = 3;
   bo.max_wait_ms = 2000;  // long enough that the jobs below are all queued before it ends
-  std::vector<int> batches;
-  std::mutex mu;
-  Batcher batcher(*model, bo, [&](int size, double) {
-    std::lock_guard<std::mutex> lock(mu);
-    batches.push_back(size);
-  });
+  BatchLog log;
+  Batcher batcher(*model, bo, log.hook());
   Outcomes out;
   std::vector<std::shared_ptr<const Image>> images;
   for (int i = 0; i < 4; ++i) images.push_back(gradient(40 + i, 30, i));
@@ -97,7 +109,7 @@ TEST(ServeBatcher, BatchesOneSizeUpToMaxBatchAndMatchesThePredictor) {
     batcher.submit(std::move(job));
   }
   ASSERT_TRUE(out.wait(4));
-  EXPECT_EQ(batches, (std::vector<int>{3, 1}));
+  EXPECT_EQ(log.sizes(), (std::vector<int>{3, 1}));
   const Predictor predictor({model.get()}, at(64));
   for (const auto& o : out.got) {
     ASSERT_FALSE(o.error);
@@ -121,12 +133,8 @@ TEST(ServeBatcher, SizesDoNotMixAndMaxWaitBoundsTheWait) {
   BatcherOptions bo;
   bo.max_batch = 8;
   bo.max_wait_ms = 100;
-  std::vector<int> batches;
-  std::mutex mu;
-  Batcher batcher(*model, bo, [&](int size, double) {
-    std::lock_guard<std::mutex> lock(mu);
-    batches.push_back(size);
-  });
+  BatchLog log;
+  Batcher batcher(*model, bo, log.hook());
   Outcomes out;
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 4; ++i) {
@@ -138,8 +146,9 @@ TEST(ServeBatcher, SizesDoNotMixAndMaxWaitBoundsTheWait) {
   }
   ASSERT_TRUE(out.wait(4));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::sort(batches.begin(), batches.end());
-  EXPECT_EQ(batches, (std::vector<int>{2, 2})) << "one batch per model size";
+  std::vector<int> sizes = log.sizes();
+  std::sort(sizes.begin(), sizes.end());
+  EXPECT_EQ(sizes, (std::vector<int>{2, 2})) << "one batch per model size";
   EXPECT_LT(s, 30) << "a batch that cannot fill waits max_wait, not forever";
 }
 
