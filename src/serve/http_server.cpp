@@ -55,6 +55,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
   void accept();
   void close_idle();
+  std::vector<std::shared_ptr<Session>> live_sessions();
 };
 
 // One connection: read a request, hand it to the handler, write its answer, repeat while the
@@ -262,14 +263,16 @@ void HttpServer::Impl::accept() {
       });
 }
 
-void HttpServer::Impl::close_idle() {
+std::vector<std::shared_ptr<Session>> HttpServer::Impl::live_sessions() {
   std::vector<std::shared_ptr<Session>> live;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (auto& [id, w] : sessions)
-      if (auto s = w.lock()) live.push_back(std::move(s));
-  }
-  for (auto& s : live) s->close_if_idle();
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& [id, w] : sessions)
+    if (auto s = w.lock()) live.push_back(std::move(s));
+  return live;
+}
+
+void HttpServer::Impl::close_idle() {
+  for (auto& s : live_sessions()) s->close_if_idle();
 }
 
 HttpServer::HttpServer(const ServerOptions& options, Handler handler)
@@ -335,14 +338,7 @@ bool HttpServer::drain(double timeout_s) {
 void HttpServer::stop() {
   if (impl_->stopped.exchange(true)) return;
   impl_->draining = true;
-  std::vector<std::shared_ptr<Session>> live;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    for (auto& [id, w] : impl_->sessions)
-      if (auto s = w.lock()) live.push_back(std::move(s));
-  }
-  for (auto& s : live) s->close_now();
-  live.clear();
+  for (auto& s : impl_->live_sessions()) s->close_now();
   asio::post(impl_->io, [impl = impl_] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);

@@ -549,13 +549,17 @@ void Service::Impl::handle(Request&& req, const RequestContext& ctx, Respond res
   const auto method = req.method();
   // The route label of the metrics: a fixed set, never the raw path.
   std::string route = "other";
-  auto respond = [this, &route, t0, respond_raw, instance = options.instance](Response&& r) {
-    if (!instance.empty()) r.set("X-Biref-Instance", instance);
-    metrics->requests.labels({route, std::to_string(r.result_int())}).inc();
-    metrics->latency.labels({route}).observe(ms_since(t0) / 1000.0);
-    respond_raw(std::move(r));
+  // Every answer is counted under its route (a fixed set, never the raw path) and timed.
+  auto counted = [this, t0, respond_raw, instance = options.instance](std::string route) {
+    return Respond([this, route = std::move(route), t0, respond_raw, instance](Response&& r) {
+      if (!instance.empty()) r.set("X-Biref-Instance", instance);
+      metrics->requests.labels({route, std::to_string(r.result_int())}).inc();
+      metrics->latency.labels({route}).observe(ms_since(t0) / 1000.0);
+      respond_raw(std::move(r));
+    });
   };
-  // `respond` captures `route` by reference: asynchronous routes copy it first.
+  // Synchronous answers: `route` is read when the answer is sent.
+  auto respond = [&](Response&& r) { counted(route)(std::move(r)); };
   try {
     if (path == "/healthz" && method == http::verb::get) {
       route = "/healthz";
@@ -644,12 +648,7 @@ void Service::Impl::handle(Request&& req, const RequestContext& ctx, Respond res
                        ErrorKind::NotFound, "no route ", std::string(req.method_string()), " ",
                        path, rembg ? " (POST or GET)" : " (POST)");
       // the answer comes later, from another thread: hand over a respond that owns its route
-      Respond later = [this, route, t0, respond_raw, instance = options.instance](Response&& r) {
-        if (!instance.empty()) r.set("X-Biref-Instance", instance);
-        metrics->requests.labels({route, std::to_string(r.result_int())}).inc();
-        metrics->latency.labels({route}).observe(ms_since(t0) / 1000.0);
-        respond_raw(std::move(r));
-      };
+      Respond later = counted(route);
       if (role_of(req) == Role::None) {
         Response r = error_response(http::status::unauthorized, "unauthorized",
                                     "this server needs an Authorization: Bearer token");
