@@ -524,14 +524,16 @@ TEST(Claims, BenchThreadsFlagSetsTheThreadCount) {
         bench_json("--model synthetic:swin_v1_t --size 64x64 --runs 1 --warmup 0 --threads " +
                    std::to_string(t));
     ASSERT_TRUE(j.contains("threads"));
-    EXPECT_EQ(j["threads"].get<int>(), t);
+    EXPECT_EQ(j["threads"].get<std::string>(),
+              "fixed: " + std::to_string(t) + " (LoadOptions::threads)");
+    EXPECT_EQ(j["threads_per_run"], nlohmann::json::array({t}));
   }
   // the flag wins over OMP_NUM_THREADS
   const test::CliResult r = test::run_cli(
       "bench --model synthetic:swin_v1_t --size 64x64 --runs 1 --warmup 0 --threads 1 --json",
       "OMP_NUM_THREADS=2");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(nlohmann::json::parse(r.out)["threads"].get<int>(), 1);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["threads_per_run"], nlohmann::json::array({1}));
   // out of range: an error while running, one line
   const test::CliResult bad =
       test::run_cli("bench --model synthetic:swin_v1_t --size 64x64 --threads 100000");

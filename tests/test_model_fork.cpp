@@ -57,21 +57,19 @@ TEST(ModelFork, MatchesItsParentBitForBitAndSharesTheWeights) {
 TEST(ModelFork, ForksRunConcurrentlyAndAgreeWithOneThread) {
   auto model = Model::load("synthetic:swin_v1_t");
   const std::vector<HostTensor> inputs = {input(64, 64, 5), input(96, 64, 6), input(64, 128, 7)};
-  // The reference on one OpenMP thread, as each worker below runs.
-  const int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
+  // The reference on one thread, as each worker below runs.
+  model->set_threads(1);
   std::vector<HostTensor> ref;
   for (const auto& x : inputs) ref.push_back(model->forward(x));
-  omp_set_num_threads(threads);
+  EXPECT_EQ(model->last_threads(), 1);
 
   constexpr int kWorkers = 3, kRounds = 3;
   std::vector<std::unique_ptr<Model>> forks;
-  for (int w = 0; w < kWorkers; ++w) forks.push_back(model->fork());
+  for (int w = 0; w < kWorkers; ++w) forks.push_back(model->fork());  // fixed at 1, as the model
   std::vector<int> mismatches(kWorkers, 0);
   std::vector<std::thread> pool;
   for (int w = 0; w < kWorkers; ++w) {
     pool.emplace_back([&, w] {
-      omp_set_num_threads(1);
       for (int r = 0; r < kRounds; ++r) {
         for (size_t i = 0; i < inputs.size(); ++i) {
           const size_t k = (i + size_t(w)) % inputs.size();  // workers on different shapes
@@ -81,7 +79,10 @@ TEST(ModelFork, ForksRunConcurrentlyAndAgreeWithOneThread) {
     });
   }
   for (auto& t : pool) t.join();
-  for (int w = 0; w < kWorkers; ++w) EXPECT_EQ(mismatches[size_t(w)], 0) << "worker " << w;
+  for (int w = 0; w < kWorkers; ++w) {
+    EXPECT_EQ(mismatches[size_t(w)], 0) << "worker " << w;
+    EXPECT_EQ(forks[size_t(w)]->last_threads(), 1) << "worker " << w;
+  }
 }
 
 TEST(ModelFork, ReferenceBackendForksToo) {

@@ -31,8 +31,10 @@ enum class Device {
 
 struct LoadOptions {
   Device device = Device::Cpu;
-  // Threads for the CPU backend; 0 keeps OpenMP's default (all cores, or OMP_NUM_THREADS).
-  // OpenMP's thread count is process-wide: setting it affects every model in the process.
+  // Threads for the CPU backend. 0: automatic (biref/threads.h): up to the CPUs the process may
+  // use (affinity mask, cgroup quota; OMP_NUM_THREADS fixes it), and before each pass fewer when
+  // other processes are using some of them. N: always N. The count applies to the thread that
+  // calls forward() for the duration of the call.
   int threads = 0;
   // Swin blocks run their attention (in bands of window rows) and their MLP over about this many
   // tokens at a time: fewer is less memory at large inputs (the MLP's hidden layer holds 4·C
@@ -47,6 +49,7 @@ struct ModelInfo {
   std::string description;  // the full detected configuration
   std::string device;       // the backend that runs it
   int64_t parameters = 0;   // parameters used at inference
+  std::string threads;      // how the thread count is chosen, e.g. "automatic, up to 2: ..."
 };
 
 struct StageTiming {
@@ -70,6 +73,13 @@ class Model {
   std::unique_ptr<Model> fork() const;
   // Bytes of weights the model holds (shared with its forks).
   size_t weight_bytes() const;
+
+  // Fixes the thread count of this model's passes (0: automatic, as LoadOptions::threads). A
+  // fork starts with its parent's setting; concurrent forks should each get a fixed share, since
+  // the automatic choice sees the other forks' threads as its own.
+  void set_threads(int threads);
+  // The threads the last forward pass ran (0 before the first).
+  int last_threads() const;
 
   // input: [B, 3, H, W], ImageNet-normalised RGB (the PyTorch layout). Returns the logits
   // [B, 1, H, W]; the mask is sigmoid(logits).

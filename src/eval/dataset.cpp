@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "biref/image.h"
+#include "biref/threads.h"
 #include "core/check.h"
 #include "core/pool.h"
 
@@ -128,7 +129,8 @@ DatasetResult evaluate_pairs(const std::vector<Pair>& pairs, const RunOptions& o
   DatasetResult result;
   SetAccumulator acc(options.groups);
   const size_t total = pairs.size();
-  int threads = options.threads > 0 ? options.threads : int(std::thread::hardware_concurrency());
+  // 0: the CPUs this process may use (affinity mask, cgroup quota), not the machine's count
+  int threads = options.threads > 0 ? options.threads : cpu_budget().threads;
   threads = std::max(1, std::min<int>(threads, int(std::max<size_t>(total, 1))));
 
   // Parallel over images only: OpenCV's own threads inside each worker would oversubscribe.

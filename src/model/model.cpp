@@ -6,6 +6,7 @@
 
 #include "biref/biref.h"
 #include "core/check.h"
+#include "core/threads.h"
 #include "model/forward.h"
 #include "weights/checkpoint.h"
 
@@ -21,9 +22,44 @@ struct Model::Impl {
   Arena pool;
   DumpFn dump;
   bool profiling = false;
+  int fixed_threads = 0;  // 0: the governor chooses
+  int max_threads = 1;
+  std::unique_ptr<ThreadGovernor> governor;
+  int last_threads = 0;
   int64_t band_tokens = 32768;
   std::vector<StageTiming> timings, op_profile;
   double flops = 0;
+
+  void set_threads(int threads, const std::string& why) {
+    fixed_threads = threads;
+    governor.reset();
+    if (threads > 0) {
+      info.threads = str_cat("fixed: ", threads, " (", why, ")");
+      return;
+    }
+    const CpuBudget b = cpu_budget();
+    max_threads = b.threads;
+    info.threads = describe_automatic_threads(b);
+    if (b.omp_num_threads > 0) {
+      fixed_threads = b.omp_num_threads;
+      return;
+    }
+    governor = std::make_unique<ThreadGovernor>(b.threads, affinity_cpus());
+  }
+
+  // Runs `f` with this pass's thread count, and gives the caller's back.
+  template <typename F>
+  auto with_threads(F f) {
+    const int n = fixed_threads > 0 ? fixed_threads : governor ? governor->choose() : max_threads;
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(n);
+    last_threads = n;
+    struct Restore {
+      int n;
+      ~Restore() { omp_set_num_threads(n); }
+    } restore{before};
+    return f();
+  }
 
   Tensor run(const Tensor& x_nhwc) {
     OpProfile prof;
@@ -57,6 +93,10 @@ struct Model::Impl {
   // the logits are copied out before the arena is reused.
   template <typename MakeInput>
   HostTensor run_in_arena(const Shape& key, const Shape& out_shape, MakeInput make_input) {
+    return with_threads([&] { return run_in_arena_now(key, out_shape, make_input); });
+  }
+  template <typename MakeInput>
+  HostTensor run_in_arena_now(const Shape& key, const Shape& out_shape, MakeInput make_input) {
     pool.begin_run(key);
     HostTensor r;
     r.shape = out_shape;
@@ -79,8 +119,15 @@ Model::~Model() = default;
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
   check_threads(options.threads, "threads");
   BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
-  if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
+  // The governor's first window is the load itself.
+  impl->set_threads(options.threads, "LoadOptions::threads");
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(impl->fixed_threads > 0 ? impl->fixed_threads : impl->max_threads);
+  struct Restore {
+    int n;
+    ~Restore() { omp_set_num_threads(n); }
+  } restore{before};
   auto net = std::make_shared<BiRefNet>();
   {
     Checkpoint ck = load_checkpoint(source);
@@ -121,6 +168,10 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
 std::unique_ptr<Model> Model::fork() const {
   auto impl = std::make_unique<Impl>();
   impl->info = impl_->info;
+  if (impl_->fixed_threads > 0)
+    impl->set_threads(impl_->fixed_threads, "as the model it was forked from");
+  else
+    impl->set_threads(0, "");
   impl->shared_net = impl_->shared_net;
   impl->backend = impl_->backend->fork();
   impl->band_tokens = impl_->band_tokens;
@@ -130,6 +181,15 @@ std::unique_ptr<Model> Model::fork() const {
 size_t Model::weight_bytes() const {
   return impl_->backend->owns_weights() ? impl_->backend->weight_bytes()
                                         : size_t(impl_->info.parameters) * sizeof(float);
+}
+
+void Model::set_threads(int threads) {
+  check_threads(threads, "threads");
+  impl_->set_threads(threads, "Model::set_threads");
+}
+
+int Model::last_threads() const {
+  return impl_->last_threads;
 }
 
 ModelInfo Model::info() const {

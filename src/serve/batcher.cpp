@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "biref/threads.h"
 #include "core/check.h"
 
 namespace biref::serve {
@@ -92,10 +93,15 @@ Batcher::Batcher(const Model& model, const BatcherOptions& options,
               "max wait must be 0..60000 ms, got ", options.max_wait_ms);
   BIREF_CHECK(options.capacity >= 1, "the queue capacity must be at least 1");
   if (options_.threads_per_worker <= 0) {
-    const int cores = std::max(1, omp_get_num_procs());
-    options_.threads_per_worker = std::max(1, cores / options_.workers);
+    // The CPUs this process may use (affinity mask, cgroup quota), shared out.
+    options_.threads_per_worker = std::max(1, cpu_budget().threads / options_.workers);
   }
-  for (int w = 0; w < options_.workers; ++w) forks_.push_back(model.fork());
+  // Each fork gets a fixed share: the automatic count would see the other workers' threads as
+  // its own and give every worker all the CPUs.
+  for (int w = 0; w < options_.workers; ++w) {
+    forks_.push_back(model.fork());
+    forks_.back()->set_threads(options_.threads_per_worker);
+  }
   for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this, w] { loop(w); });
 }
 
@@ -143,7 +149,7 @@ void Batcher::stop() {
 }
 
 void Batcher::loop(int worker) {
-  omp_set_num_threads(options_.threads_per_worker);
+  omp_set_num_threads(options_.threads_per_worker);  // the pipeline's own regions
   for (;;) {
     std::vector<Queued> batch;
     {

@@ -14,7 +14,9 @@
 #include <random>
 #include <sstream>
 
+#include "bench_load.h"
 #include "biref/biref.h"
+#include "biref/threads.h"
 #include "command.h"
 #include "common.h"
 #include "core/check.h"
@@ -68,6 +70,9 @@ struct BenchOptions {
   std::string sizes;  // "W1xH1,W2xH2,...": a cycle of mixed sizes after the fixed-size runs
   int runs = 5, warmup = 1, threads = 0, batch = 1;
   bool json = false, reference = false, profile = false;
+  int busy = 0;       // busy-looping threads of another process beside the run
+  int procs = 1;      // copies of the benchmark at once
+  bool copy = false;  // this process is one of those copies: JSON, no sgemm
 };
 
 struct Size {
@@ -106,7 +111,26 @@ biref::HostTensor random_input(int batch, int W, int H) {
   return x;
 }
 
+int run_scenario(const BenchOptions& o);
+
+// "2 threads in every run", or "1 thread in 4 runs, 2 in 6"
+std::string threads_summary(const std::vector<int>& per_run) {
+  std::map<int, int> count;
+  for (int t : per_run) ++count[t];
+  if (count.size() == 1)
+    return biref::str_cat(count.begin()->first, count.begin()->first == 1 ? " thread" : " threads",
+                          " in every run");
+  std::string s;
+  for (const auto& [t, n] : count)
+    s += biref::str_cat(s.empty() ? "" : ", ", t, t == 1 ? " thread in " : " threads in ", n,
+                        n == 1 ? " run" : " runs");
+  return s;
+}
+
 int run_bench(const BenchOptions& o) {
+  BIREF_CHECK(o.busy >= 0 && o.busy <= 1024, "--busy ", o.busy, " is out of range (0..1024)");
+  BIREF_CHECK(o.procs >= 1 && o.procs <= 64, "--procs ", o.procs, " is out of range (1..64)");
+  if ((o.busy > 0 || o.procs > 1) && !o.copy) return run_scenario(o);
   int W = 0, H = 0;
   biref::cli::parse_size(o.size, "--size", W, H);
   biref::cli::check_model_size(W, H, "--size");
@@ -129,12 +153,14 @@ int run_bench(const BenchOptions& o) {
 
   if (!o.json) {
     std::fprintf(stderr,
-                 "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s, %d threads\n",
+                 "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s\n"
+                 "threads: %s; OpenMP wait: %s\n",
                  info.source.c_str(), info.description.c_str(), info.parameters / 1e6, load_ms,
-                 info.device.c_str(), omp_get_max_threads());
+                 info.device.c_str(), info.threads.c_str(), biref::omp_wait_setting().c_str());
   }
   model->set_profiling(o.profile);
   std::vector<double> lat, cpu, sys;
+  std::vector<int> run_threads;
   std::map<std::string, std::vector<double>> stages;
   double first_ms = 0;
   for (int r = 0; r < o.warmup + o.runs; ++r) {
@@ -145,9 +171,11 @@ int run_bench(const BenchOptions& o) {
     const CpuTime c1 = cpu_now();
     if (r == 0) first_ms = ms;
     if (!o.json)
-      std::fprintf(stderr, "  run %d%s: %.1f ms\n", r + 1, r < o.warmup ? " (warm-up)" : "", ms);
+      std::fprintf(stderr, "  run %d%s: %.1f ms, %d threads\n", r + 1,
+                   r < o.warmup ? " (warm-up)" : "", ms, model->last_threads());
     if (r < o.warmup) continue;
     lat.push_back(ms);
+    run_threads.push_back(model->last_threads());
     cpu.push_back(c1.total - c0.total);
     sys.push_back(c1.sys - c0.sys);
     for (const auto& s : model->last_timings()) stages[s.name].push_back(s.ms);
@@ -189,14 +217,16 @@ int run_bench(const BenchOptions& o) {
     cycle_sys_per_mpx.push_back((c1.sys - c0.sys) / cycle_mpx);
   }
 
-  const double sgemm = measure_sgemm(2048, 3);
+  const double sgemm = o.copy ? 0 : measure_sgemm(2048, 3);  // copies: not beside the others
   const double rss = biref::cli::peak_rss_mb();
 
   nlohmann::ordered_json j;
   j["model"] = info.source;
   j["backbone"] = info.backbone;
   j["device"] = info.device;
-  j["threads"] = omp_get_max_threads();
+  j["threads"] = info.threads;
+  j["omp_wait"] = biref::omp_wait_setting();
+  j["threads_per_run"] = run_threads;
   j["size"] = {W, H};
   j["batch"] = o.batch;
   j["runs"] = o.runs;
@@ -247,8 +277,10 @@ int run_bench(const BenchOptions& o) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%s %dx%d batch %d, %s, %d threads\n", info.backbone.c_str(), W, H, o.batch,
-              info.device.c_str(), omp_get_max_threads());
+  std::printf("%s %dx%d batch %d, %s\n", info.backbone.c_str(), W, H, o.batch, info.device.c_str());
+  std::printf("  threads         %s; ran %s\n", info.threads.c_str(),
+              threads_summary(run_threads).c_str());
+  std::printf("  OpenMP wait     %s\n", biref::omp_wait_setting().c_str());
   std::printf("  load            %8.0f ms\n", load_ms);
   std::printf("  first run       %8.0f ms\n", first_ms);
   std::printf("  latency median  %8.1f ms   (min %.1f, max %.1f over %d runs)\n", med,
@@ -277,6 +309,90 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
+// --busy / --procs: the benchmark's own copies, first one alone on the idle machine (the
+// baseline), then --procs of them at once beside --busy busy-looping threads of another process.
+// Each copy is a separate process, as two users' runs would be.
+int run_scenario(const BenchOptions& o) {
+  BIREF_CHECK(o.sizes.empty() && !o.profile, "--sizes and --profile do not go with --busy/--procs");
+  std::vector<std::string> args{"bench",
+                                "--model",
+                                o.model,
+                                "--size",
+                                o.size,
+                                "--runs",
+                                std::to_string(o.runs),
+                                "--warmup",
+                                std::to_string(o.warmup),
+                                "--threads",
+                                std::to_string(o.threads),
+                                "--batch",
+                                std::to_string(o.batch),
+                                "--json",
+                                "--copy"};
+  if (o.reference) args.push_back("--reference");
+  auto parse = [](const std::string& out, const char* what) {
+    try {
+      return nlohmann::ordered_json::parse(out);
+    } catch (const std::exception&) {
+      biref::fail("the ", what, " printed no result: '", out.substr(0, 200), "'");
+    }
+  };
+  if (!o.json) std::fprintf(stderr, "the idle baseline: one copy alone ...\n");
+  const auto idle = parse(biref::cli::run_copies(args, 1).at(0), "idle copy");
+  if (!o.json)
+    std::fprintf(stderr, "%d %s at once, beside %d busy-looping threads ...\n", o.procs,
+                 o.procs == 1 ? "copy" : "copies", o.busy);
+  std::vector<nlohmann::ordered_json> copies;
+  {
+    // forked before anything in this process starts a thread (no model is loaded here)
+    const biref::cli::BusyLoad busy(o.busy);
+    for (const auto& out : biref::cli::run_copies(args, o.procs))
+      copies.push_back(parse(out, "copy"));
+  }
+  const double per_run = o.batch * 1000.0;  // images per run, in per-ms units
+  const double idle_rate = per_run / idle["median_ms"].get<double>();
+  double rate = 0;
+  for (const auto& c : copies) rate += per_run / c["median_ms"].get<double>();
+
+  nlohmann::ordered_json j;
+  j["size"] = idle["size"];
+  j["batch"] = o.batch;
+  j["busy_threads"] = o.busy;
+  j["procs"] = o.procs;
+  j["idle"] = idle;
+  j["copies"] = copies;
+  j["idle_images_per_s"] = idle_rate;
+  j["aggregate_images_per_s"] = rate;
+  j["aggregate_vs_idle"] = rate / idle_rate;
+  if (o.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  auto threads_of = [](const nlohmann::ordered_json& c) {
+    return threads_summary(c["threads_per_run"].get<std::vector<int>>());
+  };
+  std::printf(
+      "%s %dx%d batch %d: %s%s\n", idle["backbone"].get<std::string>().c_str(),
+      idle["size"][0].get<int>(), idle["size"][1].get<int>(), o.batch,
+      o.procs == 1 ? "one copy" : biref::str_cat(o.procs, " copies at once").c_str(),
+      o.busy == 0 ? ""
+      : o.busy == 1
+          ? " beside 1 busy-looping thread of another process"
+          : biref::str_cat(" beside ", o.busy, " busy-looping threads of another process").c_str());
+  std::printf("  threads: %s; OpenMP wait: %s\n", idle["threads"].get<std::string>().c_str(),
+              idle["omp_wait"].get<std::string>().c_str());
+  auto line = [&](const std::string& name, const nlohmann::ordered_json& c) {
+    std::printf("  %-12s median %8.1f ms  first run %7.0f ms  load %6.0f ms  %s\n", name.c_str(),
+                c["median_ms"].get<double>(), c["first_run_ms"].get<double>(),
+                c["load_ms"].get<double>(), threads_of(c).c_str());
+  };
+  line("idle, alone", idle);
+  for (size_t i = 0; i < copies.size(); ++i) line(biref::str_cat("copy ", i + 1), copies[i]);
+  std::printf("  images/s     %.2f together against %.2f for the idle copy alone: %.0f%%\n", rate,
+              idle_rate, 100.0 * rate / idle_rate);
+  return 0;
+}
+
 }  // namespace
 
 BIREF_COMMAND(
@@ -298,5 +414,12 @@ BIREF_COMMAND(
       app.add_flag("--reference", o->reference, "run the naive reference kernels");
       app.add_flag("--json", o->json, "print one JSON object");
       app.add_flag("--profile", o->profile, "time every op kind (last run)");
+      app.add_option("--busy", o->busy,
+                     "run beside N busy-looping threads of another process (and first alone, "
+                     "as the baseline)");
+      app.add_option("--procs", o->procs,
+                     "run N copies at once and report the images/s they reach together against "
+                     "one copy alone");
+      app.add_flag("--copy", o->copy)->group("");  // set on the copies --busy/--procs start
       return [o] { return run_bench(*o); };
     });

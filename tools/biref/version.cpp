@@ -1,8 +1,9 @@
 // `biref version`: what this build is and which backends it has.
-#include <oneapi/dnnl/dnnl.hpp>
 #include <cstdio>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <opencv2/core/version.hpp>
 
+#include "biref/threads.h"
 #include "command.h"
 
 BIREF_COMMAND(version, "Print the version, the backends and the libraries of this build",
@@ -13,6 +14,10 @@ BIREF_COMMAND(version, "Print the version, the backends and the libraries of thi
                               BIREF_VERSION, v->major, v->minor, v->patch,
                               v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other runtime",
                               CV_VERSION);
+                  const biref::CpuBudget b = biref::cpu_budget();
+                  std::printf("threads: %s\nOpenMP wait: %s\n",
+                              biref::describe_automatic_threads(b).c_str(),
+                              biref::omp_wait_setting().c_str());
                   return 0;
                 };
               });

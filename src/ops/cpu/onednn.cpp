@@ -1,5 +1,7 @@
 #include "ops/cpu/onednn.h"
 
+#include <omp.h>
+
 #include <cstring>
 
 #include "core/check.h"
@@ -78,7 +80,10 @@ OneDnn::OneDnn(std::shared_ptr<PackedWeights> weights)
 
 OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
                                   bool accumulate) {
-  const auto key = std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate);
+  // A primitive is built for the thread count of its creation (oneDNN runs it with that many),
+  // and a model's count may change between passes: the count is part of the key.
+  const auto key =
+      std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate, omp_get_max_threads());
   auto it = matmuls_.find(key);
   if (it != matmuls_.end()) return it->second;
   const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
@@ -130,7 +135,7 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
 }
 
 OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W) {
-  const auto key = std::make_tuple(c.id.value, B, H, W);
+  const auto key = std::make_tuple(c.id.value, B, H, W, omp_get_max_threads());
   auto it = convs_.find(key);
   if (it != convs_.end()) return it->second;
   const int64_t Ho = (H + 2 * c.pad - c.k) / c.stride + 1,

@@ -70,8 +70,9 @@ class OneDnn {
   std::shared_ptr<PackedWeights> weights_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t, int, bool>, Prim> matmuls_;
-  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t>, Prim> convs_;
+  // keyed by layer, shape (and post-ops) and thread count
+  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t, int, bool, int>, Prim> matmuls_;
+  std::map<std::tuple<uint64_t, int64_t, int64_t, int64_t, int>, Prim> convs_;
 };
 
 }  // namespace biref::cpu
