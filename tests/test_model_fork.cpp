@@ -4,7 +4,9 @@
 // weights.
 #include <gtest/gtest.h>
 #include <omp.h>
+
 #include <unistd.h>
+#include <fstream>
 
 #include <cstdio>
 #include <fstream>
@@ -83,6 +85,34 @@ TEST(ModelFork, ForksRunConcurrentlyAndAgreeWithOneThread) {
     EXPECT_EQ(mismatches[size_t(w)], 0) << "worker " << w;
     EXPECT_EQ(forks[size_t(w)]->last_threads(), 1) << "worker " << w;
   }
+}
+
+double rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
+  return 0;
+}
+
+// A server unloads models to stay under its memory budget: what a model held must leave the
+// process, not stay in the C allocator's free lists.
+TEST(ModelFork, UnloadingAModelGivesItsMemoryBack) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's allocator keeps freed memory in quarantine";
+#endif
+  const double before = rss_mb();
+  double loaded = 0;
+  {
+    auto model = Model::load("synthetic:swin_v1_t");
+    auto fork = model->fork();
+    fork->forward(input(64, 64, 3));
+    loaded = rss_mb();
+  }
+  const double after = rss_mb();
+  std::printf("RSS %.0f MB before, %.0f with the model, %.0f after\n", before, loaded, after);
+  EXPECT_GT(loaded, before + 150);  // the weights: 170 MB
+  EXPECT_LT(after, before + 40);
 }
 
 TEST(ModelFork, ReferenceBackendForksToo) {
