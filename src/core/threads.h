@@ -33,7 +33,7 @@ CpuTicks read_cpu_ticks(const std::string& proc_stat_text, const std::vector<int
 
 // Chooses the thread count of each forward pass between 1 and `max_threads`: the CPUs of the
 // affinity mask minus what other processes used of them since the last choice (a CPU counts as
-// free when at least three quarters of it was). The first choice measures from construction,
+// free when at least half of it was). The first choice measures from construction,
 // so a model's load is the first window. Cheap: one read of /proc/stat.
 class ThreadGovernor {
  public:
