@@ -27,6 +27,8 @@ EXCLUDE=(
   'Claims\.ForwardOnF16AndBf16WeightsEqualsTheWidenedF32Model'
   'ConvertTest\.Bf16AndBackToF32'
   'SegmentFolders\.ShardsSplitTheInputsDisjointlyAndCoverThemAll'
+  # six whole-model benchmark processes (the idle copies, the copies beside busy loops)
+  'Threads\.BenchBusyAndProcs'
 )
 
 # Tests that bound the process's peak RSS: they run on their own, with ASan's quarantine of

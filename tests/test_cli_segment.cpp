@@ -1,5 +1,7 @@
 // `biref segment` and `biref bench` as a user runs them: outputs, exit codes, one-line errors,
 // and no output file left behind on failure.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -30,10 +32,16 @@ int lines(const std::string& s) {
 class SegmentCli : public testing::Test {
  protected:
   void SetUp() override {
-    dir = fs::path(testing::TempDir()) / "biref_cli";
+    // One folder per test process: ctest runs tests in parallel, and two of them writing the
+    // same mask.png made each other's "no output left behind" checks fail.
+    dir = fs::path(testing::TempDir()) / ("biref_cli_" + std::to_string(getpid()));
     fs::create_directories(dir);
     out = (dir / "mask.png").string();
     fs::remove(out);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
   }
   // An error while running: exit code 1, one line "biref segment: error: ...", no output.
   void expect_failure(const std::string& args, const std::string& needle) {
