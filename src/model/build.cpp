@@ -10,7 +10,8 @@ namespace {
 
 class WeightReader {
  public:
-  WeightReader(Checkpoint& ck, const ModelConfig& cfg) : ck_(ck), cfg_(cfg) {}
+  WeightReader(Checkpoint& ck, const ModelConfig& cfg, bool map_linears)
+      : ck_(ck), cfg_(cfg), map_linears_(map_linears) {}
 
   std::vector<float> take(const std::string& name) {
     auto it = ck_.tensors.find(name);
@@ -27,7 +28,16 @@ class WeightReader {
     const auto shape = ck_.tensors.at(p + ".weight").shape;  // a copy: take() erases the entry
     l.out = int(shape[0]);
     l.in = int(shape[1]);
-    l.weight = take(p + ".weight");
+    const TensorData& w = ck_.tensors.at(p + ".weight");
+    if (map_linears_ && w.file_mapped && w.dtype == DType::F32 &&
+        uintptr_t(w.data) % alignof(float) == 0) {
+      // Read in place by the packing: the mapping's pages are released once packed.
+      l.mapped_weight = {static_cast<const float*>(w.data), size_t(w.numel()), w.owner};
+      parameters_ += w.numel();
+      ck_.tensors.erase(p + ".weight");
+    } else {
+      l.weight = take(p + ".weight");
+    }
     if (bias) l.bias = take(p + ".bias");
     return l;
   }
@@ -65,7 +75,8 @@ class WeightReader {
     const size_t per_out = c.weight.size() / size_t(c.out);
     for (int o = 0; o < c.out; ++o) {
       const double s = double(gamma[o]) / std::sqrt(double(var[o]) + 1e-5);
-      for (size_t i = 0; i < per_out; ++i) c.weight[o * per_out + i] = float(c.weight[o * per_out + i] * s);
+      for (size_t i = 0; i < per_out; ++i)
+        c.weight[o * per_out + i] = float(c.weight[o * per_out + i] * s);
       c.bias[o] = float((double(c.bias[o]) - mean[o]) * s + beta[o]);
     }
   }
@@ -97,7 +108,8 @@ class WeightReader {
     const std::string a = p + ".dec_att";
     b.dec_att.aspp1 = deform(a + ".aspp1", 1);
     const int ks[3] = {1, 3, 7};
-    for (int i = 0; i < 3; ++i) b.dec_att.aspp_deforms[i] = deform(str_cat(a, ".aspp_deforms.", i), ks[i]);
+    for (int i = 0; i < 3; ++i)
+      b.dec_att.aspp_deforms[i] = deform(str_cat(a, ".aspp_deforms.", i), ks[i]);
     b.dec_att.global_avg_pool = conv(a + ".global_avg_pool.1", 1, 0, Act::Relu, /*bias=*/false);
     fold_bn(b.dec_att.global_avg_pool, a + ".global_avg_pool.2");
     b.dec_att.conv1 = conv(a + ".conv1", 1, 0, Act::Relu, /*bias=*/false);
@@ -112,6 +124,7 @@ class WeightReader {
  private:
   Checkpoint& ck_;
   const ModelConfig& cfg_;
+  bool map_linears_;
   int64_t parameters_ = 0;
 };
 
@@ -124,15 +137,16 @@ std::vector<float> gather_relative_bias(const std::vector<float>& table, int win
     for (int m = 0; m < N; ++m) {
       const int idx = (n / window - m / window + window - 1) * (2 * window - 1) +
                       (n % window - m % window + window - 1);
-      for (int h = 0; h < heads; ++h) bias[(size_t(h) * N + n) * N + m] = table[size_t(idx) * heads + h];
+      for (int h = 0; h < heads; ++h)
+        bias[(size_t(h) * N + n) * N + m] = table[size_t(idx) * heads + h];
     }
   return bias;
 }
 
 }  // namespace
 
-BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg) {
-  WeightReader r(ck, cfg);
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_linears) {
+  WeightReader r(ck, cfg, map_linears);
   BiRefNet net;
   net.cfg = cfg;
   SwinTransformer& bb = net.bb;
@@ -170,7 +184,8 @@ BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg) {
     d.ipt_blk[blk].conv1 = r.conv(p + ".conv1", 1, 1, Act::None);
     d.ipt_blk[blk].conv_out = r.conv(p + ".conv_out", 1, 1, Act::None);
   }
-  for (int blk = 4; blk >= 1; --blk) d.decoder_block[blk] = r.dec_block(str_cat("decoder.decoder_block", blk));
+  for (int blk = 4; blk >= 1; --blk)
+    d.decoder_block[blk] = r.dec_block(str_cat("decoder.decoder_block", blk));
   {
     const Conv2d head = r.conv("decoder.conv_out1.0", 1, 0, Act::None);
     const int cd = cfg.dec_out(1), ci = head.in - cd;
@@ -191,7 +206,8 @@ BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg) {
     const size_t per = size_t(co.in) * co.k * co.k;
     for (int c = 0; c < ci; ++c) {
       const double w1 = head.weight[size_t(cd + c)];
-      for (size_t j = 0; j < per; ++j) f.weight[j] = float(f.weight[j] + w1 * co.weight[c * per + j]);
+      for (size_t j = 0; j < per; ++j)
+        f.weight[j] = float(f.weight[j] + w1 * co.weight[c * per + j]);
       f.bias[0] = float(f.bias[0] + w1 * co.bias[c]);
     }
     d.ipt_blk1_conv_out = std::move(f);
@@ -201,7 +217,8 @@ BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg) {
     d.lateral_block[blk] = r.conv(str_cat("decoder.lateral_block", blk, ".conv"), 1, 0, Act::None);
     d.gdt_convs[blk] = r.conv(str_cat("decoder.gdt_convs_", blk, ".0"), 1, 1, Act::Relu);
     r.fold_bn(d.gdt_convs[blk], str_cat("decoder.gdt_convs_", blk, ".1"));
-    d.gdt_convs_attn[blk] = r.conv(str_cat("decoder.gdt_convs_attn_", blk, ".0"), 1, 0, Act::Sigmoid);
+    d.gdt_convs_attn[blk] =
+        r.conv(str_cat("decoder.gdt_convs_attn_", blk, ".0"), 1, 0, Act::Sigmoid);
   }
   net.parameters = r.parameters();
   return net;

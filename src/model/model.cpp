@@ -136,11 +136,14 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
     ~Restore() { omp_set_num_threads(n); }
   } restore{before};
   auto net = std::make_shared<BiRefNet>();
+  impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
+  Backend& be = *impl->backend;
   {
     Checkpoint ck = load_checkpoint(source);
     const ModelConfig cfg = detect_config(ck);
     validate_checkpoint(ck, cfg);
-    *net = build_birefnet(ck, cfg);
+    // A backend that packs its own copies reads the linears straight from the file mapping.
+    *net = build_birefnet(ck, cfg, /*map_linears=*/be.owns_weights());
     impl->info.source = source;
     impl->info.format = ck.format;
     impl->info.backbone = cfg.swin.name;
@@ -148,15 +151,19 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
     impl->info.parameters = net->parameters;
   }  // the checkpoint (mapping or buffers) is released here; the model holds its own copy
   impl->band_tokens = options.band_tokens;
-  impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
   impl->info.device = impl->backend->name();
-  Backend& be = *impl->backend;
   if (be.owns_weights()) {
-    // Pack every weight once now; the backend keeps the packed copies, so the plain ones go.
+    // Pack every weight once now; the backend keeps the packed copies, so the plain ones go
+    // (the mapped ones hand their file pages back).
     auto release = [](std::vector<float>& w) { std::vector<float>().swap(w); };
     for_each_layer(*net, {[&](Linear& l) {
                             be.prepare(l);
                             release(l.weight);
+                            if (!l.mapped_weight.empty()) {
+                              release_mapped_pages(l.mapped_weight.data,
+                                                   l.mapped_weight.size * sizeof(float));
+                              l.mapped_weight = {};
+                            }
                           },
                           [&](Conv2d& c) {
                             be.prepare(c);

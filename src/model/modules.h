@@ -13,8 +13,8 @@ namespace biref {
 // bb.layers.i.blocks.j
 struct SwinBlock {
   LayerNorm norm1, norm2;
-  Linear qkv, proj;       // attn.qkv, attn.proj
-  Linear fc1, fc2;        // mlp.fc1, mlp.fc2
+  Linear qkv, proj;  // attn.qkv, attn.proj
+  Linear fc1, fc2;   // mlp.fc1, mlp.fc2
   int heads = 0;
   std::vector<float> rel_bias;  // attn.relative_position_bias_table gathered to [heads, N, N]
 };
@@ -23,7 +23,7 @@ struct SwinBlock {
 struct SwinStage {
   std::vector<SwinBlock> blocks;
   bool has_downsample = false;
-  LayerNorm downsample_norm;  // downsample.norm
+  LayerNorm downsample_norm;    // downsample.norm
   Linear downsample_reduction;  // downsample.reduction (no bias)
 };
 
@@ -38,15 +38,15 @@ struct SwinTransformer {
 
 // dec_att: ASPPDeformable(64)
 struct ASPPDeformable {
-  DeformConv aspp1;                     // 1×1
+  DeformConv aspp1;                        // 1×1
   std::array<DeformConv, 3> aspp_deforms;  // 1×1, 3×3, 7×7
-  Conv2d global_avg_pool;               // .1 conv 1×1 with .2 BN folded, ReLU
-  Conv2d conv1;                         // conv1 with bn1 folded, ReLU
+  Conv2d global_avg_pool;                  // .1 conv 1×1 with .2 BN folded, ReLU
+  Conv2d conv1;                            // conv1 with bn1 folded, ReLU
 };
 
 // decoder_block*, squeeze_module.0: BasicDecBlk
 struct BasicDecBlk {
-  Conv2d conv_in;   // with bn_in folded, ReLU
+  Conv2d conv_in;  // with bn_in folded, ReLU
   ASPPDeformable dec_att;
   Conv2d conv_out;  // with bn_out folded, no activation
 };
@@ -65,7 +65,8 @@ struct Decoder {
   std::array<Conv2d, 5> gdt_convs_attn;      // [2..4] .0 conv 1×1 -> 1, sigmoid
   // conv_out1.0 (1×1, dec_out(1) + ipt_out(1) -> 1) split by its input channels. Both halves
   // are linear, so they are applied where they are cheapest, exactly:
-  //   conv_out1(cat(interp(p1), ipt_blk1(x))) = interp(conv_out1_dec(p1)) + conv_out1_ipt(ipt_blk1(x))
+  //   conv_out1(cat(interp(p1), ipt_blk1(x))) = interp(conv_out1_dec(p1)) +
+  //   conv_out1_ipt(ipt_blk1(x))
   // (interp's weights sum to 1, so the bias passes through it), and conv_out1_ipt is composed
   // with ipt_blk1.conv_out (3×3 then 1×1, no activation between) into one 3×3 conv to 1 channel.
   // The full-resolution concat and the upsampled decoder features are never materialised.
@@ -78,7 +79,7 @@ struct BiRefNet {
   SwinTransformer bb;
   BasicDecBlk squeeze_module;  // squeeze_module.0
   Decoder decoder;
-  int64_t parameters = 0;      // used at inference, before folding
+  int64_t parameters = 0;  // used at inference, before folding
 };
 
 // Visits every layer with weights (the Swin linears, every convolution, every deformable conv),
@@ -92,7 +93,9 @@ void for_each_layer(BiRefNet& net, const LayerVisitor& v);
 
 // Builds the model from a checkpoint that validate_checkpoint() accepted: BatchNorm folded,
 // the offset and modulator convolutions of each deformable conv fused, attention biases gathered.
-// The tensors it reads are released from `ck` as they are consumed.
-BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg);
+// The tensors it reads are released from `ck` as they are consumed. With `map_linears` (for a
+// backend that packs its own copies), the linears' float32 weights that lie in the file mapping
+// are not copied: Linear::mapped_weight points at them until the backend has packed them.
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_linears = false);
 
 }  // namespace biref

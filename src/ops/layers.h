@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,11 +30,26 @@ struct LayerId {
 };
 
 // y = x Wᵀ + b. weight: [out, in]; bias: [out] or empty.
+// Float32 values read in place from a checkpoint's file mapping, which `owner` keeps alive.
+struct MappedFloats {
+  const float* data = nullptr;
+  size_t size = 0;
+  std::shared_ptr<const void> owner;
+  bool empty() const { return data == nullptr; }
+};
+
 struct Linear {
   LayerId id;
   std::string name;  // state_dict prefix, for errors and dumps
   int in = 0, out = 0;
   std::vector<float> weight, bias;
+  // For a backend that packs its own copy: the weight [out, in] still in the file mapping,
+  // instead of `weight` (so loading does not copy it twice). Empty otherwise.
+  MappedFloats mapped_weight;
+  const float* weight_data() const {
+    return mapped_weight.empty() ? weight.data() : mapped_weight.data;
+  }
+  bool has_weight() const { return !weight.empty() || !mapped_weight.empty(); }
 };
 
 // Square k×k convolution, NHWC activations. BatchNorm that followed it in the PyTorch model is

@@ -148,17 +148,19 @@ std::vector<float> TensorData::to_f32() const {
   return out;
 }
 
+void release_mapped_pages(const void* data, size_t bytes) {
+  // The whole pages inside the range: a page shared with a neighbour is left alone.
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(data) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void release_tensor(Checkpoint& ck, const std::string& name) {
   auto it = ck.tensors.find(name);
   if (it == ck.tensors.end()) return;
   const TensorData& t = it->second;
-  if (t.file_mapped && t.nbytes() > 0) {
-    // The whole pages inside the tensor: a page shared with a neighbour is left alone.
-    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = (uintptr_t(t.data) + page - 1) / page * page;
-    const uintptr_t end = (uintptr_t(t.data) + t.nbytes()) / page * page;
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-  }
+  if (t.file_mapped && t.nbytes() > 0) release_mapped_pages(t.data, t.nbytes());
   ck.tensors.erase(it);
 }
 

@@ -11,7 +11,7 @@ namespace biref {
 
 enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, Bool };
 
-const char* dtype_name(DType t);      // safetensors spelling: "F32", "BF16", ...
+const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", ...
 size_t dtype_size(DType t);
 DType dtype_from_name(const std::string& name);  // throws on an unknown name
 
@@ -31,16 +31,18 @@ struct TensorData {
 };
 
 struct Checkpoint {
-  std::string path;                              // where it came from ("synthetic:..." for built-ins)
-  std::string format;                            // "safetensors", "pth", "synthetic"
-  std::map<std::string, TensorData> tensors;     // names with `module.` / `_orig_mod.` stripped
-  std::map<std::string, std::string> metadata;   // safetensors __metadata__, or reader notes
+  std::string path;                           // where it came from ("synthetic:..." for built-ins)
+  std::string format;                         // "safetensors", "pth", "synthetic"
+  std::map<std::string, TensorData> tensors;  // names with `module.` / `_orig_mod.` stripped
+  std::map<std::string, std::string> metadata;  // safetensors __metadata__, or reader notes
 };
 
 // Drops tensor `name` from `ck` once its values have been copied out: its memory is freed when
 // nothing else holds it, and the pages of a memory-mapped file are handed back to the kernel, so
 // loading a model never holds the whole checkpoint and the whole model at once.
 void release_tensor(Checkpoint& ck, const std::string& name);
+// Hands the pages of a read-only file mapping inside [data, data + bytes) back to the kernel.
+void release_mapped_pages(const void* data, size_t bytes);
 
 // Strips the prefixes that DataParallel and torch.compile add (`module.`, `_orig_mod.`),
 // repeatedly, as the official check_state_dict does.

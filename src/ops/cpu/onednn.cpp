@@ -103,7 +103,7 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
   // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
   p.weights = weights_->get(l.id.value, l.name, pd.weights_desc(),
                             memory::desc({l.in, l.out}, dt::f32, tag::ba),
-                            l.weight.empty() ? nullptr : l.weight.data());
+                            l.has_weight() ? l.weight_data() : nullptr);
   p.prim = dnnl::matmul(pd);
   p.src = src;
   p.dst = dst;
