@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/huge_pages.h"
 #include "core/tensor.h"
 
 namespace biref {
@@ -68,6 +69,50 @@ TEST(Arena, AbortedRunLeavesNoPlan) {
   EXPECT_EQ(a.bytes_held(), 0u);
   run_pattern(a, {7});
   EXPECT_GT(a.bytes_held(), 0u);
+}
+
+}  // namespace
+}  // namespace biref
+
+namespace biref {
+namespace {
+
+TEST(HugePages, ChunksHandOutAlignedDisjointPiecesThatKeepTheirContents) {
+  HugeChunks chunks;
+  std::vector<std::pair<unsigned char*, size_t>> pieces;
+  // small and large pieces, one larger than a chunk, across several chunks
+  for (size_t bytes : {size_t(1), size_t(100), size_t(3) << 20, size_t(40) << 20, size_t(64),
+                       size_t(15) << 20, size_t(7)}) {
+    auto* p = static_cast<unsigned char*>(chunks.allocate(bytes));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u) << bytes;
+    pieces.push_back({p, bytes});
+    std::memset(p, int(pieces.size()), bytes);
+  }
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const auto [p, n] = pieces[i];
+    EXPECT_EQ(p[0], i + 1) << i;
+    EXPECT_EQ(p[n - 1], i + 1) << i;
+    for (size_t j = 0; j < pieces.size(); ++j) {
+      if (j == i) continue;
+      const bool apart = pieces[j].first >= p + n || pieces[j].first + pieces[j].second <= p;
+      EXPECT_TRUE(apart) << i << " overlaps " << j;
+    }
+  }
+}
+
+TEST(HugePages, BufferGrowsAndKeepsItsPagesWhileLargeEnough) {
+  HugeBuffer b;
+  float* p = b.get(1000);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (size_t(2) << 20), 0u);
+  p[999] = 1.f;
+  EXPECT_EQ(b.get(10), p);  // smaller: the same memory
+  EXPECT_EQ(b.get(1000), p);
+  float* q = b.get(size_t(3) << 20);  // 12 MB: grows
+  q[(size_t(3) << 20) - 1] = 2.f;
+  EXPECT_EQ(b.get(size_t(1) << 20), q);
+  b.release();
+  EXPECT_NE(b.get(4), nullptr);  // usable again after release
 }
 
 }  // namespace

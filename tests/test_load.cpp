@@ -1,5 +1,6 @@
-// Loading from a file: a packing backend reads the linears' weights in place from the file
-// mapping (no intermediate copy) and computes exactly what a model built from copies computes.
+// Loading from a file: a packing backend reads the weights of the linears and convolutions in
+// place from the file mapping (no intermediate copy; the BatchNorm folded in as they are packed)
+// and computes exactly what a model built from copies computes.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -32,7 +33,7 @@ struct TempFile {
   }
 };
 
-TEST(Load, LinearsAreReadInPlaceFromTheFileMapping) {
+TEST(Load, WeightsAreReadInPlaceFromTheFileMapping) {
   TempFile f;
   const auto r = test::run_cli("convert --synthetic swin_v1_t " + f.path.string());
   ASSERT_EQ(r.code, 0) << r.all();
@@ -42,22 +43,46 @@ TEST(Load, LinearsAreReadInPlaceFromTheFileMapping) {
     const ModelConfig cfg = detect_config(ck);
     validate_checkpoint(ck, cfg);
     BiRefNet net = build_birefnet(ck, cfg, map);
-    int linears = 0, mapped = 0;
+    int linears = 0, mapped_linears = 0, convs = 0, mapped_convs = 0, scaled = 0;
+    auto conv = [&](Conv2d& c) {
+      ++convs;
+      EXPECT_TRUE(c.has_weight()) << c.name;
+      if (c.mapped_weight.empty()) return;
+      ++mapped_convs;
+      EXPECT_TRUE(c.weight.empty()) << c.name;
+      EXPECT_EQ(c.mapped_weight.size, size_t(c.out) * c.in * c.k * c.k) << c.name;
+      if (!c.mapped_scale.empty()) {
+        ++scaled;
+        EXPECT_EQ(c.mapped_scale.size(), size_t(c.out)) << c.name;
+      }
+    };
     for_each_layer(net, {[&](Linear& l) {
                            ++linears;
                            if (!l.mapped_weight.empty()) {
-                             ++mapped;
+                             ++mapped_linears;
                              EXPECT_TRUE(l.weight.empty()) << l.name;
                              EXPECT_EQ(l.mapped_weight.size, size_t(l.in) * l.out) << l.name;
                            }
                            EXPECT_TRUE(l.has_weight()) << l.name;
                          },
-                         [](Conv2d&) {}, [](DeformConv&) {}});
+                         conv,
+                         [&](DeformConv& d) {
+                           // the fused offset+modulator conv is always a copy of the two
+                           EXPECT_TRUE(d.offset_mask.mapped_weight.empty()) << d.name;
+                           EXPECT_FALSE(d.offset_mask.weight.empty()) << d.name;
+                           conv(d.regular);
+                         }});
     EXPECT_GT(linears, 40);
-    EXPECT_EQ(mapped, map ? linears : 0);
+    EXPECT_EQ(mapped_linears, map ? linears : 0);
+    // every convolution but the two composed into the output head (the offset convs are
+    // visited as the fused copy, above)
+    EXPECT_GT(convs, 60);
+    EXPECT_EQ(mapped_convs, map ? convs - 2 : 0);
+    // the decoder's BatchNorms, folded in as they are packed
+    EXPECT_EQ(scaled > 40, map) << scaled;
   }
 
-  // The model from the file (linears packed from the mapping) against the same weights built
+  // The model from the file (weights packed from the mapping) against the same weights built
   // in memory: the same logits, bit for bit.
   auto from_file = Model::load(f.path.string());
   auto from_memory = Model::load("synthetic:swin_v1_t");

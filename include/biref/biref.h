@@ -42,6 +42,11 @@ struct LoadOptions {
   int64_t band_tokens = 32768;
 };
 
+struct StageTiming {
+  std::string name;  // "backbone.full", "backbone.half", "squeeze", "decoder"
+  double ms = 0;
+};
+
 struct ModelInfo {
   std::string source;       // path or "synthetic:..."
   std::string format;       // "safetensors", "pth", "synthetic"
@@ -50,11 +55,10 @@ struct ModelInfo {
   std::string device;       // the backend that runs it
   int64_t parameters = 0;   // parameters used at inference
   std::string threads;      // how the thread count is chosen, e.g. "automatic, up to 2: ..."
-};
-
-struct StageTiming {
-  std::string name;  // "backbone.full", "backbone.half", "squeeze", "decoder"
-  double ms = 0;
+  // Where Model::load spent its time: "read" (open the file, parse its header or pickle, detect
+  // the configuration, check every tensor), "build" (the module tree, BatchNorm folded), "pack"
+  // (the backend's own copies of the weights).
+  std::vector<StageTiming> load_stages;
 };
 
 class Model {

@@ -10,8 +10,8 @@ namespace {
 
 class WeightReader {
  public:
-  WeightReader(Checkpoint& ck, const ModelConfig& cfg, bool map_linears)
-      : ck_(ck), cfg_(cfg), map_linears_(map_linears) {}
+  WeightReader(Checkpoint& ck, const ModelConfig& cfg, bool map_weights)
+      : ck_(ck), cfg_(cfg), map_weights_(map_weights) {}
 
   std::vector<float> take(const std::string& name) {
     auto it = ck_.tensors.find(name);
@@ -28,18 +28,22 @@ class WeightReader {
     const auto shape = ck_.tensors.at(p + ".weight").shape;  // a copy: take() erases the entry
     l.out = int(shape[0]);
     l.in = int(shape[1]);
-    const TensorData& w = ck_.tensors.at(p + ".weight");
-    if (map_linears_ && w.file_mapped && w.dtype == DType::F32 &&
-        uintptr_t(w.data) % alignof(float) == 0) {
-      // Read in place by the packing: the mapping's pages are released once packed.
-      l.mapped_weight = {static_cast<const float*>(w.data), size_t(w.numel()), w.owner};
-      parameters_ += w.numel();
-      ck_.tensors.erase(p + ".weight");
-    } else {
-      l.weight = take(p + ".weight");
-    }
+    if (!map(p + ".weight", l.mapped_weight)) l.weight = take(p + ".weight");
     if (bias) l.bias = take(p + ".bias");
     return l;
+  }
+
+  // With map_weights: a float32 tensor that lies in the file mapping is left there, to be read in
+  // place by the packing (the mapping's pages are released once packed). False otherwise.
+  bool map(const std::string& name, MappedFloats& out) {
+    const TensorData& w = ck_.tensors.at(name);
+    if (!(map_weights_ && w.file_mapped && w.dtype == DType::F32 &&
+          uintptr_t(w.data) % alignof(float) == 0))
+      return false;
+    out = {static_cast<const float*>(w.data), size_t(w.numel()), w.owner};
+    parameters_ += w.numel();
+    ck_.tensors.erase(name);
+    return true;
   }
 
   LayerNorm layer_norm(const std::string& p) {
@@ -51,7 +55,9 @@ class WeightReader {
     return n;
   }
 
-  Conv2d conv(const std::string& p, int stride, int pad, Act act, bool bias = true) {
+  // `mappable`: the weight may stay in the file mapping (it is not combined with another).
+  Conv2d conv(const std::string& p, int stride, int pad, Act act, bool bias = true,
+              bool mappable = true) {
     Conv2d c;
     c.name = p;
     const auto shape = ck_.tensors.at(p + ".weight").shape;  // a copy: take() erases the entry
@@ -61,7 +67,7 @@ class WeightReader {
     c.stride = stride;
     c.pad = pad;
     c.act = act;
-    c.weight = take(p + ".weight");
+    if (!(mappable && map(p + ".weight", c.mapped_weight))) c.weight = take(p + ".weight");
     c.bias = bias ? take(p + ".bias") : std::vector<float>(size_t(c.out), 0.f);
     return c;
   }
@@ -73,8 +79,11 @@ class WeightReader {
     const auto gamma = take(bn + ".weight"), beta = take(bn + ".bias");
     const auto mean = take(bn + ".running_mean"), var = take(bn + ".running_var");
     const size_t per_out = c.weight.size() / size_t(c.out);
+    // A mapped weight is scaled as it is packed (Conv2d::folded_weight, the same arithmetic).
+    if (!c.mapped_weight.empty()) c.mapped_scale.resize(size_t(c.out));
     for (int o = 0; o < c.out; ++o) {
       const double s = double(gamma[o]) / std::sqrt(double(var[o]) + 1e-5);
+      if (!c.mapped_weight.empty()) c.mapped_scale[size_t(o)] = s;
       for (size_t i = 0; i < per_out; ++i)
         c.weight[o * per_out + i] = float(c.weight[o * per_out + i] * s);
       c.bias[o] = float((double(c.bias[o]) - mean[o]) * s + beta[o]);
@@ -88,14 +97,26 @@ class WeightReader {
     d.k = k;
     d.pad = k / 2;
     const std::string a = p + ".atrous_conv";
-    Conv2d off = conv(a + ".offset_conv", 1, d.pad, Act::None);
-    Conv2d mod = conv(a + ".modulator_conv", 1, d.pad, Act::None);
-    // One convolution for both: outputs [2k² offsets | k² mask logits].
-    d.offset_mask = off;
-    d.offset_mask.name = a + ".offset_conv+modulator_conv";
-    d.offset_mask.out = off.out + mod.out;
-    d.offset_mask.weight.insert(d.offset_mask.weight.end(), mod.weight.begin(), mod.weight.end());
-    d.offset_mask.bias.insert(d.offset_mask.bias.end(), mod.bias.begin(), mod.bias.end());
+    const Conv2d off = conv(a + ".offset_conv", 1, d.pad, Act::None);
+    const Conv2d mod = conv(a + ".modulator_conv", 1, d.pad, Act::None);
+    // One convolution for both: outputs [2k² offsets | k² mask logits], its weight written once
+    // (the two are read in place where they are mapped; neither has a BatchNorm).
+    Conv2d& om = d.offset_mask;
+    om.name = a + ".offset_conv+modulator_conv";
+    om.in = off.in;
+    om.out = off.out + mod.out;
+    om.k = off.k;
+    om.pad = off.pad;
+    om.act = Act::None;
+    const size_t n_off = size_t(off.out) * off.in * off.k * off.k;
+    const size_t n_mod = size_t(mod.out) * mod.in * mod.k * mod.k;
+    om.weight.reserve(n_off + n_mod);
+    for (const Conv2d* c : {&off, &mod}) {
+      const float* w = c->weight.empty() ? c->mapped_weight.data : c->weight.data();
+      om.weight.insert(om.weight.end(), w, w + (c == &off ? n_off : n_mod));
+    }
+    om.bias = off.bias;
+    om.bias.insert(om.bias.end(), mod.bias.begin(), mod.bias.end());
     d.regular = conv(a + ".regular_conv", 1, d.pad, Act::Relu, /*bias=*/false);
     fold_bn(d.regular, p + ".bn");
     return d;
@@ -124,7 +145,7 @@ class WeightReader {
  private:
   Checkpoint& ck_;
   const ModelConfig& cfg_;
-  bool map_linears_;
+  bool map_weights_;
   int64_t parameters_ = 0;
 };
 
@@ -145,8 +166,8 @@ std::vector<float> gather_relative_bias(const std::vector<float>& table, int win
 
 }  // namespace
 
-BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_linears) {
-  WeightReader r(ck, cfg, map_linears);
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_weights) {
+  WeightReader r(ck, cfg, map_weights);
   BiRefNet net;
   net.cfg = cfg;
   SwinTransformer& bb = net.bb;
@@ -182,12 +203,13 @@ BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_linears
   for (int blk = 5; blk >= 1; --blk) {
     const std::string p = str_cat("decoder.ipt_blk", blk);
     d.ipt_blk[blk].conv1 = r.conv(p + ".conv1", 1, 1, Act::None);
-    d.ipt_blk[blk].conv_out = r.conv(p + ".conv_out", 1, 1, Act::None);
+    // ipt_blk1's conv_out is composed with the output head below
+    d.ipt_blk[blk].conv_out = r.conv(p + ".conv_out", 1, 1, Act::None, true, blk != 1);
   }
   for (int blk = 4; blk >= 1; --blk)
     d.decoder_block[blk] = r.dec_block(str_cat("decoder.decoder_block", blk));
   {
-    const Conv2d head = r.conv("decoder.conv_out1.0", 1, 0, Act::None);
+    const Conv2d head = r.conv("decoder.conv_out1.0", 1, 0, Act::None, true, /*mappable=*/false);
     const int cd = cfg.dec_out(1), ci = head.in - cd;
     d.conv_out1_dec = head;
     d.conv_out1_dec.name = "decoder.conv_out1.0[:dec]";

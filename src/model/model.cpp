@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "biref/biref.h"
@@ -138,12 +139,21 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   auto net = std::make_shared<BiRefNet>();
   impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
   Backend& be = *impl->backend;
+  auto t0 = std::chrono::steady_clock::now();
+  auto lap = [&](const char* stage) {
+    const auto t = std::chrono::steady_clock::now();
+    impl->info.load_stages.push_back(
+        {stage, std::chrono::duration<double, std::milli>(t - t0).count()});
+    t0 = t;
+  };
   {
     Checkpoint ck = load_checkpoint(source);
     const ModelConfig cfg = detect_config(ck);
     validate_checkpoint(ck, cfg);
-    // A backend that packs its own copies reads the linears straight from the file mapping.
-    *net = build_birefnet(ck, cfg, /*map_linears=*/be.owns_weights());
+    lap("read");
+    // A backend that packs its own copies reads the weights straight from the file mapping.
+    *net = build_birefnet(ck, cfg, /*map_weights=*/be.owns_weights());
+    lap("build");
     impl->info.source = source;
     impl->info.format = ck.format;
     impl->info.backbone = cfg.swin.name;
@@ -154,26 +164,36 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   impl->info.device = impl->backend->name();
   if (be.owns_weights()) {
     // Pack every weight once now; the backend keeps the packed copies, so the plain ones go
-    // (the mapped ones hand their file pages back).
-    auto release = [](std::vector<float>& w) { std::vector<float>().swap(w); };
+    // (the mapped ones hand their file pages back). Plain copies (weights converted from F16 or
+    // read from a .pth, synthetic ones) are mostly freed into the C allocator's heap, which the
+    // packed copies (in their own huge pages) do not reuse: trimmed every 16 MB, so the peak
+    // stays near the plain weights alone instead of both.
+    size_t freed = 0;
+    auto release = [&freed](std::vector<float>& w, MappedFloats& mapped) {
+      freed += w.capacity() * sizeof(float);
+      std::vector<float>().swap(w);
+      if (freed >= (size_t(16) << 20)) {
+        malloc_trim(0);
+        freed = 0;
+      }
+      if (!mapped.empty()) release_mapped_pages(mapped.data, mapped.size * sizeof(float));
+      mapped = {};
+    };
     for_each_layer(*net, {[&](Linear& l) {
                             be.prepare(l);
-                            release(l.weight);
-                            if (!l.mapped_weight.empty()) {
-                              release_mapped_pages(l.mapped_weight.data,
-                                                   l.mapped_weight.size * sizeof(float));
-                              l.mapped_weight = {};
-                            }
+                            release(l.weight, l.mapped_weight);
                           },
                           [&](Conv2d& c) {
                             be.prepare(c);
-                            release(c.weight);
+                            release(c.weight, c.mapped_weight);
                           },
                           [&](DeformConv& d) {
                             be.prepare(d);
-                            release(d.offset_mask.weight);
-                            release(d.regular.weight);
+                            release(d.offset_mask.weight, d.offset_mask.mapped_weight);
+                            release(d.regular.weight, d.regular.mapped_weight);
                           }});
+    be.end_prepare();
+    lap("pack");
   }
   impl->shared_net = std::move(net);
   return std::unique_ptr<Model>(new Model(std::move(impl)));

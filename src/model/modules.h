@@ -93,9 +93,11 @@ void for_each_layer(BiRefNet& net, const LayerVisitor& v);
 
 // Builds the model from a checkpoint that validate_checkpoint() accepted: BatchNorm folded,
 // the offset and modulator convolutions of each deformable conv fused, attention biases gathered.
-// The tensors it reads are released from `ck` as they are consumed. With `map_linears` (for a
-// backend that packs its own copies), the linears' float32 weights that lie in the file mapping
-// are not copied: Linear::mapped_weight points at them until the backend has packed them.
-BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_linears = false);
+// The tensors it reads are released from `ck` as they are consumed. With `map_weights` (for a
+// backend that packs its own copies), the float32 weights of the linears and of the convolutions
+// that are not combined with another, when they lie in the file mapping, are not copied:
+// Linear::mapped_weight and Conv2d::mapped_weight (with its BatchNorm factors) point at them
+// until the backend has packed them.
+BiRefNet build_birefnet(Checkpoint& ck, const ModelConfig& cfg, bool map_weights = false);
 
 }  // namespace biref

@@ -1,10 +1,13 @@
+#include <algorithm>
+
 #include "core/check.h"
 #include "ops/ops.h"
 
 namespace biref {
 
 WindowGeometry window_geometry(int h, int w, int window, int shift) {
-  BIREF_CHECK(window > 0 && shift >= 0 && shift < window, "bad window ", window, " / shift ", shift);
+  BIREF_CHECK(window > 0 && shift >= 0 && shift < window, "bad window ", window, " / shift ",
+              shift);
   WindowGeometry g;
   g.window = window;
   g.shift = shift;
@@ -15,6 +18,24 @@ WindowGeometry window_geometry(int h, int w, int window, int shift) {
   g.row0 = 0;
   g.rows = g.nwh();
   return g;
+}
+
+const float* Conv2d::folded_weight(HugeBuffer& buffer) const {
+  if (!weight.empty()) return weight.data();
+  BIREF_CHECK(!mapped_weight.empty(), "layer '", name,
+              "' has no weights (released before packing)");
+  if (mapped_scale.empty()) return mapped_weight.data;
+  BIREF_CHECK(mapped_scale.size() == size_t(out), "layer '", name, "': ", mapped_scale.size(),
+              " BatchNorm factors for ", out, " outputs");
+  const size_t per_out = mapped_weight.size / size_t(out);
+  float* dst = buffer.get(mapped_weight.size);
+  for (int o = 0; o < out; ++o) {
+    // the same arithmetic as folding in place at build time (WeightReader::fold_bn)
+    const double s = mapped_scale[size_t(o)];
+    const float* src = mapped_weight.data + size_t(o) * per_out;
+    for (size_t i = 0; i < per_out; ++i) dst[size_t(o) * per_out + i] = float(src[i] * s);
+  }
+  return dst;
 }
 
 }  // namespace biref

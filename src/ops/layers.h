@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/huge_pages.h"
+
 namespace biref {
 
 enum class Act { None, Relu, Gelu, Sigmoid };
@@ -58,9 +60,18 @@ struct Conv2d {
   LayerId id;
   std::string name;
   int in = 0, out = 0, k = 1, stride = 1, pad = 0;
-  std::vector<float> weight;  // [out, in, k, k]
-  std::vector<float> bias;    // [out] (zeros where the module had none)
+  std::vector<float> weight;  // [out, in, k, k], the BatchNorm folded in
+  std::vector<float> bias;    // [out] (zeros where the module had none), the BatchNorm folded in
   Act act = Act::None;
+  // For a backend that packs its own copy: the unfolded weight [out, in, k, k] still in the file
+  // mapping, instead of `weight`, and the BatchNorm's per-output factor to fold in as it packs
+  // (empty: 1). So loading neither copies nor touches fresh memory for it.
+  MappedFloats mapped_weight;
+  std::vector<double> mapped_scale;
+  bool has_weight() const { return !weight.empty() || !mapped_weight.empty(); }
+  // The folded weight [out, in, k, k]: `weight`, the mapped one where it needs no scale, or the
+  // mapped one times its scale written to `buffer`.
+  const float* folded_weight(HugeBuffer& buffer) const;
 };
 
 struct LayerNorm {

@@ -47,6 +47,8 @@ class Backend {
   virtual void prepare(const Conv2d&) {}
   virtual void prepare(const DeformConv&) {}
   virtual bool owns_weights() const { return false; }
+  // Called once after the last prepare(): buffers used only while packing can go.
+  virtual void end_prepare() {}
   // Another backend on the same prepared weights (shared, read-only) with its own execution
   // state (primitives, stream, scratch), for another thread: a backend is used by one thread at
   // a time, its forks concurrently.

@@ -231,6 +231,9 @@ int run_bench(const BenchOptions& o) {
   j["batch"] = o.batch;
   j["runs"] = o.runs;
   j["load_ms"] = load_ms;
+  nlohmann::json ls = nlohmann::json::object();
+  for (const auto& s : info.load_stages) ls[s.name] = s.ms;
+  j["load_stages_ms"] = ls;
   j["first_run_ms"] = first_ms;
   j["median_ms"] = med;
   j["ms_per_mpixel"] = med / mpixels;
@@ -281,7 +284,10 @@ int run_bench(const BenchOptions& o) {
   std::printf("  threads         %s; ran %s\n", info.threads.c_str(),
               threads_summary(run_threads).c_str());
   std::printf("  OpenMP wait     %s\n", biref::omp_wait_setting().c_str());
-  std::printf("  load            %8.0f ms\n", load_ms);
+  std::string load_parts;
+  for (const auto& s : info.load_stages)
+    load_parts += (load_parts.empty() ? "" : ", ") + s.name + " " + std::to_string(int(s.ms + 0.5));
+  std::printf("  load            %8.0f ms   (%s)\n", load_ms, load_parts.c_str());
   std::printf("  first run       %8.0f ms\n", first_ms);
   std::printf("  latency median  %8.1f ms   (min %.1f, max %.1f over %d runs)\n", med,
               j["min_ms"].get<double>(), j["max_ms"].get<double>(), o.runs);

@@ -127,22 +127,30 @@ class CpuBackend final : public Backend {
   // Weights are packed at load into the layouts the kernels use; the plain copies can go.
   bool owns_weights() const override { return true; }
   void prepare(const Linear& l) override { dnn_.prepare(l); }
+  // The plain weights are read from the layer (or its file mapping) through one staging buffer
+  // reused by every layer, not copied into fresh memory per layer: on a virtual machine each
+  // fresh page costs a fault of microseconds, and the convolutions are 67 MB for swin_v1_t.
   void prepare(const Conv2d& c) override {
     if (is_input_conv(c)) input_conv_weights(c);  // a possible first half of conv_pair
     if (is_pointwise(c)) {
-      dnn_.prepare(as_linear(c));
-      release(conv_linears_.at(c.id.value).weight);
+      Linear& l = conv_linears_.emplace(c.id.value, linear_shape(c)).first->second;
+      pack_from(l, c.folded_weight(stage_));
     } else if (is_single_output(c)) {
       tap_major(c);
     } else {
-      dnn_.prepare(c);
+      dnn_.prepare(c, c.folded_weight(stage_));
     }
   }
   void prepare(const DeformConv& d) override {
     prepare(d.offset_mask);
-    const Linear& gemm = deform_gemm(d);
-    dnn_.prepare(gemm);
-    release(deform_gemms_.at(d.id.value).weight);
+    Linear& l = deform_gemms_.emplace(d.id.value, deform_gemm_shape(d)).first->second;
+    float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
+    permute_taps(d, d.regular.folded_weight(stage_), permuted);
+    pack_from(l, permuted);
+  }
+  void end_prepare() override {
+    stage_.release();
+    gemm_stage_.release();
   }
 
   // A "same" convolution to one channel (the composed output head at full resolution): one dot
@@ -628,12 +636,12 @@ class CpuBackend final : public Backend {
   const std::vector<float>& input_conv_weights(const Conv2d& c) {
     auto it = input_conv_.find(c.id.value);
     if (it != input_conv_.end()) return it->second;
-    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
-    std::vector<float> w(c.weight.size());
+    const float* cw = c.folded_weight(stage_);
+    std::vector<float> w(size_t(c.out) * c.in * c.k * c.k);
     for (int o = 0; o < c.out; ++o)
       for (int i = 0; i < c.in; ++i)
         for (int t = 0; t < c.k * c.k; ++t)
-          w[(size_t(t) * c.in + i) * c.out + o] = c.weight[(size_t(o) * c.in + i) * c.k * c.k + t];
+          w[(size_t(t) * c.in + i) * c.out + o] = cw[(size_t(o) * c.in + i) * c.k * c.k + t];
     return input_conv_.emplace(c.id.value, std::move(w)).first->second;
   }
   static void release(std::vector<float>& v) { std::vector<float>().swap(v); }
@@ -642,10 +650,10 @@ class CpuBackend final : public Backend {
   const std::vector<float>& tap_major(const Conv2d& c) {
     auto it = tap_major_.find(c.id.value);
     if (it != tap_major_.end()) return it->second;
-    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
-    std::vector<float> w(c.weight.size());
+    const float* cw = c.folded_weight(stage_);
+    std::vector<float> w(size_t(c.in) * c.k * c.k);
     for (int i = 0; i < c.in; ++i)
-      for (int t = 0; t < c.k * c.k; ++t) w[size_t(t) * c.in + i] = c.weight[size_t(i) * c.k * c.k + t];
+      for (int t = 0; t < c.k * c.k; ++t) w[size_t(t) * c.in + i] = cw[size_t(i) * c.k * c.k + t];
     return tap_major_.emplace(c.id.value, std::move(w)).first->second;
   }
 
@@ -715,37 +723,57 @@ class CpuBackend final : public Backend {
     for (int64_t t = 0; t < np; ++t) std::memcpy(dst + t * ldd, src + t * Co, size_t(Co) * sizeof(float));
   }
 
+  // Packs `l` from `weights` [out, in] (valid for this call only).
+  void pack_from(Linear& l, const float* weights) {
+    l.mapped_weight = {weights, size_t(l.in) * l.out, nullptr};
+    dnn_.prepare(l);
+    l.mapped_weight = {};
+  }
+
   // A 1×1 convolution's weight [out, in, 1, 1] is a linear's [out, in].
-  const Linear& as_linear(const Conv2d& c) {
-    auto it = conv_linears_.find(c.id.value);
-    if (it != conv_linears_.end()) return it->second;
-    BIREF_CHECK(!c.weight.empty(), "layer '", c.name, "' has no weights (released before packing)");
+  static Linear linear_shape(const Conv2d& c) {
     Linear l;
     l.name = c.name;
     l.in = c.in;
     l.out = c.out;
-    l.weight = c.weight;
     l.bias = c.bias;
+    return l;
+  }
+  const Linear& as_linear(const Conv2d& c) {
+    auto it = conv_linears_.find(c.id.value);
+    if (it != conv_linears_.end()) return it->second;
+    // not prepared: a copy of the layer's weights, packed on first use
+    Linear l = linear_shape(c);
+    const float* w = c.folded_weight(stage_);
+    l.weight.assign(w, w + size_t(c.in) * c.out);
     return conv_linears_.emplace(c.id.value, std::move(l)).first->second;
   }
 
   // The regular_conv weight [out, in, k, k] as a linear over columns ordered (tap, channel).
-  const Linear& deform_gemm(const DeformConv& d) {
-    auto it = deform_gemms_.find(d.id.value);
-    if (it != deform_gemms_.end()) return it->second;
-    const Conv2d& rc = d.regular;
-    BIREF_CHECK(!rc.weight.empty(), "layer '", rc.name, "' has no weights (released before packing)");
-    const int kk = d.k * d.k;
+  static Linear deform_gemm_shape(const DeformConv& d) {
     Linear l;
-    l.name = rc.name;
-    l.in = kk * rc.in;
-    l.out = rc.out;
-    l.weight.resize(size_t(l.in) * l.out);
+    l.name = d.regular.name;
+    l.in = d.k * d.k * d.regular.in;
+    l.out = d.regular.out;
+    l.bias = d.regular.bias;
+    return l;
+  }
+  static void permute_taps(const DeformConv& d, const float* w, float* out) {
+    const Conv2d& rc = d.regular;
+    const int kk = d.k * d.k;
+    const size_t in = size_t(kk) * rc.in;
     for (int o = 0; o < rc.out; ++o)
       for (int c = 0; c < rc.in; ++c)
         for (int n = 0; n < kk; ++n)
-          l.weight[size_t(o) * l.in + size_t(n) * rc.in + c] = rc.weight[(size_t(o) * rc.in + c) * kk + n];
-    l.bias = rc.bias;
+          out[size_t(o) * in + size_t(n) * rc.in + c] = w[(size_t(o) * rc.in + c) * kk + n];
+  }
+  const Linear& deform_gemm(const DeformConv& d) {
+    auto it = deform_gemms_.find(d.id.value);
+    if (it != deform_gemms_.end()) return it->second;
+    // not prepared: a copy of the layer's weights, packed on first use
+    Linear l = deform_gemm_shape(d);
+    l.weight.resize(size_t(l.in) * l.out);
+    permute_taps(d, d.regular.folded_weight(stage_), l.weight.data());
     return deform_gemms_.emplace(d.id.value, std::move(l)).first->second;
   }
 
@@ -756,6 +784,7 @@ class CpuBackend final : public Backend {
   std::map<uint64_t, Linear>& conv_linears_ = w_->conv_linears;
   cpu::OneDnn dnn_;  // this executor's stream and primitives
   std::vector<float> cols_, tile_out_, cat_tile_;
+  HugeBuffer stage_, gemm_stage_;  // plain weights while packing
   Scratch scratch_;
 };
 

@@ -47,7 +47,7 @@ const PackedWeights::Packed* PackedWeights::get(uint64_t layer, const std::strin
   }
   auto p = std::make_unique<Packed>();
   p->desc = want;
-  p->mem = memory(want, engine_);
+  p->mem = memory(want, engine_, memory_.allocate(want.get_size()));
   // The first packing reads the layer's own weights; later layouts (another shape asked for
   // another blocking) are reordered from the first packed copy, so the plain weights may be
   // released after prepare().
@@ -78,6 +78,26 @@ OneDnn::OneDnn(std::shared_ptr<PackedWeights> weights)
       engine_(weights_->engine()),
       stream_(engine_) {}
 
+dnnl::matmul::primitive_desc OneDnn::matmul_pd(const Linear& l, int64_t rows, int64_t ldx,
+                                               int64_t ldy, Act act, bool accumulate) const {
+  const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
+  const memory::desc dst({rows, l.out}, dt::f32, memory::dims{ldy, 1});
+  const memory::desc w_any({l.in, l.out}, dt::f32, tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(make_post_ops(act, accumulate));
+  if (l.bias.empty())
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, dst), attr, engine_);
+  const memory::desc b({1, l.out}, dt::f32, tag::ab);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, b, dst), attr, engine_);
+}
+
+const PackedWeights::Packed* OneDnn::pack(const Linear& l, const dnnl::matmul::primitive_desc& pd) {
+  // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
+  return weights_->get(l.id.value, l.name, pd.weights_desc(),
+                       memory::desc({l.in, l.out}, dt::f32, tag::ba),
+                       l.has_weight() ? l.weight_data() : nullptr);
+}
+
 OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
                                   bool accumulate) {
   // A primitive is built for the thread count of its creation (oneDNN runs it with that many),
@@ -86,27 +106,13 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
       std::make_tuple(l.id.value, rows, ldx, ldy, int(act), accumulate, omp_get_max_threads());
   auto it = matmuls_.find(key);
   if (it != matmuls_.end()) return it->second;
-  const memory::desc src({rows, l.in}, dt::f32, memory::dims{ldx, 1});
-  const memory::desc dst({rows, l.out}, dt::f32, memory::dims{ldy, 1});
-  const memory::desc w_any({l.in, l.out}, dt::f32, tag::any);
-  dnnl::primitive_attr attr;
-  attr.set_post_ops(make_post_ops(act, accumulate));
-  dnnl::matmul::primitive_desc pd;
+  const dnnl::matmul::primitive_desc pd = matmul_pd(l, rows, ldx, ldy, act, accumulate);
   Prim p;
-  if (!l.bias.empty()) {
-    const memory::desc b({1, l.out}, dt::f32, tag::ab);
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, b, dst), attr, engine_);
-    p.bias = memory(b, engine_, const_cast<float*>(l.bias.data()));
-  } else {
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, dst), attr, engine_);
-  }
-  // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
-  p.weights = weights_->get(l.id.value, l.name, pd.weights_desc(),
-                            memory::desc({l.in, l.out}, dt::f32, tag::ba),
-                            l.has_weight() ? l.weight_data() : nullptr);
+  if (!l.bias.empty()) p.bias = memory(pd.bias_desc(), engine_, const_cast<float*>(l.bias.data()));
+  p.weights = pack(l, pd);
   p.prim = dnnl::matmul(pd);
-  p.src = src;
-  p.dst = dst;
+  p.src = pd.src_desc();
+  p.dst = pd.dst_desc();
   trim_primitives();
   return matmuls_.emplace(key, std::move(p)).first->second;
 }
@@ -134,10 +140,24 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
   stream_.wait();
 }
 
-OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W) {
+OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W,
+                                const float* weights) {
   const auto key = std::make_tuple(c.id.value, B, H, W, omp_get_max_threads());
   auto it = convs_.find(key);
   if (it != convs_.end()) return it->second;
+  const dnnl::convolution_forward::primitive_desc pd = conv_pd(c, B, H, W);
+  Prim p;
+  p.weights = pack(c, pd, weights);
+  p.bias = memory(pd.bias_desc(), engine_, const_cast<float*>(c.bias.data()));
+  p.prim = dnnl::convolution_forward(pd);
+  p.src = pd.src_desc();
+  p.dst = pd.dst_desc();
+  trim_primitives();
+  return convs_.emplace(key, std::move(p)).first->second;
+}
+
+dnnl::convolution_forward::primitive_desc OneDnn::conv_pd(const Conv2d& c, int64_t B, int64_t H,
+                                                          int64_t W) const {
   const int64_t Ho = (H + 2 * c.pad - c.k) / c.stride + 1,
                 Wo = (W + 2 * c.pad - c.k) / c.stride + 1;
   const memory::desc src({B, c.in, H, W}, dt::f32, tag::nhwc);
@@ -150,17 +170,17 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
                                     dnnl::algorithm::convolution_direct, src, w_any, b, dst,
                                     {c.stride, c.stride}, {c.pad, c.pad}, {c.pad, c.pad});
   dnnl::convolution_forward::primitive_desc pd(d, attr, engine_);
-  Prim p;
-  p.weights = weights_->get(c.id.value, c.name, pd.weights_desc(),
-                            memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw),
-                            c.weight.empty() ? nullptr : c.weight.data());
-  p.bias = memory(b, engine_, const_cast<float*>(c.bias.data()));
-  p.prim = dnnl::convolution_forward(pd);
-  p.src = pd.src_desc();
-  p.dst = pd.dst_desc();
-  BIREF_CHECK(p.src == src && p.dst == dst, "conv2d '", c.name, "': oneDNN chose a blocked layout");
-  trim_primitives();
-  return convs_.emplace(key, std::move(p)).first->second;
+  BIREF_CHECK(pd.src_desc() == src && pd.dst_desc() == dst, "conv2d '", c.name,
+              "': oneDNN chose a blocked layout");
+  return pd;
+}
+
+const PackedWeights::Packed* OneDnn::pack(const Conv2d& c,
+                                          const dnnl::convolution_forward::primitive_desc& pd,
+                                          const float* weights) {
+  if (!weights && !c.weight.empty()) weights = c.weight.data();
+  return weights_->get(c.id.value, c.name, pd.weights_desc(),
+                       memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw), weights);
 }
 
 void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
@@ -174,14 +194,15 @@ void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
   stream_.wait();
 }
 
-// Typical shapes: the packed layout oneDNN picks depends on the channels and the ISA, hardly on
-// the number of rows or the spatial size; another shape that wants another layout reorders
-// from this packed copy.
+// Packed for a typical shape: the layout oneDNN picks depends on the channels and the ISA,
+// hardly on the number of rows or the spatial size; another shape that wants another layout
+// reorders from this packed copy. Only the primitive descriptor is made here: the primitive (its
+// JIT code) is created for the shapes that actually run.
 void OneDnn::prepare(const Linear& l) {
-  matmul_prim(l, 1024, l.in, l.out, Act::None, false);
+  pack(l, matmul_pd(l, 1024, l.in, l.out, Act::None, false));
 }
-void OneDnn::prepare(const Conv2d& c) {
-  conv_prim(c, 1, 64, 64);
+void OneDnn::prepare(const Conv2d& c, const float* weights) {
+  pack(c, conv_pd(c, 1, 64, 64), weights);
 }
 
 }  // namespace biref::cpu

@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/huge_pages.h"
 #include "core/tensor.h"
 #include "ops/layers.h"
 
@@ -37,6 +38,7 @@ class PackedWeights {
  private:
   dnnl::engine engine_;
   mutable std::mutex mu_;
+  HugeChunks memory_;  // the packed copies, in huge pages
   std::map<uint64_t, std::vector<std::unique_ptr<Packed>>> packed_;
 };
 
@@ -52,7 +54,8 @@ class OneDnn {
   void conv2d(const Conv2d& c, const Tensor& x, Tensor& y);
   // Packs a layer's weights now (for a typical shape), so its plain weights can be released.
   void prepare(const Linear& l);
-  void prepare(const Conv2d& c);
+  // `weights`: the folded [out, in, k, k] (for this call only).
+  void prepare(const Conv2d& c, const float* weights);
 
  private:
   using Packed = PackedWeights::Packed;
@@ -62,9 +65,17 @@ class OneDnn {
     const Packed* weights = nullptr;
     dnnl::memory bias;
   };
+  dnnl::matmul::primitive_desc matmul_pd(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy,
+                                         Act act, bool accumulate) const;
+  dnnl::convolution_forward::primitive_desc conv_pd(const Conv2d& c, int64_t B, int64_t H,
+                                                    int64_t W) const;
+  // The layer's weights in the layout the primitive asks for (packed on first demand).
+  const Packed* pack(const Linear& l, const dnnl::matmul::primitive_desc& pd);
+  const Packed* pack(const Conv2d& c, const dnnl::convolution_forward::primitive_desc& pd,
+                     const float* weights);
   Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
                     bool accumulate);
-  Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
+  Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W, const float* weights = nullptr);
   void trim_primitives();
 
   std::shared_ptr<PackedWeights> weights_;

@@ -1,0 +1,75 @@
+#include "core/huge_pages.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "core/check.h"
+
+namespace biref {
+
+namespace {
+
+constexpr size_t kHuge = size_t(2) << 20;
+
+// `bytes` (a multiple of 2 MiB) starting on a 2 MiB boundary, inside a mapping of bytes + 2 MiB
+// whose start and length are returned in `map`.
+char* map_aligned(size_t bytes, std::pair<void*, size_t>& map) {
+  const size_t len = bytes + kHuge;
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes");
+  char* a = reinterpret_cast<char*>((uintptr_t(p) + kHuge - 1) / kHuge * kHuge);
+  madvise(a, bytes, MADV_HUGEPAGE);
+  map = {p, len};
+  return a;
+}
+
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+}  // namespace
+
+HugeChunks::~HugeChunks() {
+  for (auto& [p, n] : maps_) munmap(p, n);
+}
+
+void* HugeChunks::allocate(size_t bytes) {
+  constexpr size_t kChunk = size_t(16) << 20;
+  bytes = round_up(std::max<size_t>(bytes, 1), 64);
+  if (bytes > left_) {
+    const size_t size = std::max(kChunk, round_up(bytes, kHuge));
+    std::pair<void*, size_t> map;
+    next_ = map_aligned(size, map);
+    maps_.push_back(map);
+    left_ = size;
+  }
+  void* r = next_;
+  next_ += bytes;
+  left_ -= bytes;
+  return r;
+}
+
+float* HugeBuffer::get(size_t n) {
+  const size_t bytes = n * sizeof(float);
+  if (bytes > usable_) {
+    const size_t size = round_up(std::max(bytes, usable_ * 2), kHuge);
+    release();
+    std::pair<void*, size_t> map;
+    data_ = map_aligned(size, map);
+    map_ = map.first;
+    map_len_ = map.second;
+    usable_ = size;
+  }
+  return reinterpret_cast<float*>(data_);
+}
+
+void HugeBuffer::release() {
+  if (map_) munmap(map_, map_len_);
+  map_ = nullptr;
+  data_ = nullptr;
+  map_len_ = usable_ = 0;
+}
+
+}  // namespace biref
