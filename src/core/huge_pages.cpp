@@ -38,17 +38,23 @@ HugeChunks::~HugeChunks() {
 void* HugeChunks::allocate(size_t bytes) {
   constexpr size_t kChunk = size_t(16) << 20;
   bytes = round_up(std::max<size_t>(bytes, 1), 64);
-  if (bytes > left_) {
-    const size_t size = std::max(kChunk, round_up(bytes, kHuge));
-    std::pair<void*, size_t> map;
-    next_ = map_aligned(size, map);
-    maps_.push_back(map);
-    left_ = size;
+  // First fit over the chunks: a piece that does not fit the newest chunk's rest gets a new
+  // chunk, and the rest is left for smaller pieces (touched pages that hold nothing would count
+  // as resident, 2 MiB at a time).
+  for (Chunk& c : chunks_) {
+    if (c.left >= bytes) {
+      void* r = c.next;
+      c.next += bytes;
+      c.left -= bytes;
+      return r;
+    }
   }
-  void* r = next_;
-  next_ += bytes;
-  left_ -= bytes;
-  return r;
+  const size_t size = std::max(kChunk, round_up(bytes, kHuge));
+  std::pair<void*, size_t> map;
+  char* p = map_aligned(size, map);
+  maps_.push_back(map);
+  chunks_.push_back({p + bytes, size - bytes});
+  return p;
 }
 
 float* HugeBuffer::get(size_t n) {

@@ -8,7 +8,8 @@
 
 namespace biref {
 
-// Bump allocation from 2 MiB-aligned chunks; nothing is freed before the allocator is.
+// Allocation from 2 MiB-aligned chunks of 16 MiB or more, first fit; nothing is freed before
+// the allocator is.
 class HugeChunks {
  public:
   HugeChunks() = default;
@@ -19,9 +20,12 @@ class HugeChunks {
   void* allocate(size_t bytes);
 
  private:
+  struct Chunk {
+    char* next;
+    size_t left;
+  };
   std::vector<std::pair<void*, size_t>> maps_;  // as mapped, for munmap
-  char* next_ = nullptr;
-  size_t left_ = 0;
+  std::vector<Chunk> chunks_;
 };
 
 // A float buffer that keeps its pages from one use to the next, for staging copies: growing
