@@ -111,10 +111,8 @@ class WeightReader {
     const size_t n_off = size_t(off.out) * off.in * off.k * off.k;
     const size_t n_mod = size_t(mod.out) * mod.in * mod.k * mod.k;
     om.weight.reserve(n_off + n_mod);
-    for (const Conv2d* c : {&off, &mod}) {
-      const float* w = c->weight.empty() ? c->mapped_weight.data : c->weight.data();
-      om.weight.insert(om.weight.end(), w, w + (c == &off ? n_off : n_mod));
-    }
+    om.weight.insert(om.weight.end(), off.weight_data(), off.weight_data() + n_off);
+    om.weight.insert(om.weight.end(), mod.weight_data(), mod.weight_data() + n_mod);
     om.bias = off.bias;
     om.bias.insert(om.bias.end(), mod.bias.begin(), mod.bias.end());
     d.regular = conv(a + ".regular_conv", 1, d.pad, Act::Relu, /*bias=*/false);

@@ -1,5 +1,3 @@
-#include <algorithm>
-
 #include "core/check.h"
 #include "ops/ops.h"
 
@@ -21,10 +19,8 @@ WindowGeometry window_geometry(int h, int w, int window, int shift) {
 }
 
 const float* Conv2d::folded_weight(HugeBuffer& buffer) const {
-  if (!weight.empty()) return weight.data();
-  BIREF_CHECK(!mapped_weight.empty(), "layer '", name,
-              "' has no weights (released before packing)");
-  if (mapped_scale.empty()) return mapped_weight.data;
+  BIREF_CHECK(has_weight(), "layer '", name, "' has no weights (released before packing)");
+  if (mapped_weight.empty() || mapped_scale.empty()) return weight_data();
   BIREF_CHECK(mapped_scale.size() == size_t(out), "layer '", name, "': ", mapped_scale.size(),
               " BatchNorm factors for ", out, " outputs");
   const size_t per_out = mapped_weight.size / size_t(out);

@@ -69,6 +69,10 @@ struct Conv2d {
   MappedFloats mapped_weight;
   std::vector<double> mapped_scale;
   bool has_weight() const { return !weight.empty() || !mapped_weight.empty(); }
+  // `weight`, or the mapped one before its scale.
+  const float* weight_data() const {
+    return mapped_weight.empty() ? weight.data() : mapped_weight.data;
+  }
   // The folded weight [out, in, k, k]: `weight`, the mapped one where it needs no scale, or the
   // mapped one times its scale written to `buffer`.
   const float* folded_weight(HugeBuffer& buffer) const;

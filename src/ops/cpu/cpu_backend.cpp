@@ -644,7 +644,6 @@ class CpuBackend final : public Backend {
           w[(size_t(t) * c.in + i) * c.out + o] = cw[(size_t(o) * c.in + i) * c.k * c.k + t];
     return input_conv_.emplace(c.id.value, std::move(w)).first->second;
   }
-  static void release(std::vector<float>& v) { std::vector<float>().swap(v); }
 
   // conv_single_output's weights: [in, ky, kx] -> [ky, kx, in].
   const std::vector<float>& tap_major(const Conv2d& c) {

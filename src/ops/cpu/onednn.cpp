@@ -140,14 +140,13 @@ void OneDnn::linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, 
   stream_.wait();
 }
 
-OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W,
-                                const float* weights) {
+OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W) {
   const auto key = std::make_tuple(c.id.value, B, H, W, omp_get_max_threads());
   auto it = convs_.find(key);
   if (it != convs_.end()) return it->second;
   const dnnl::convolution_forward::primitive_desc pd = conv_pd(c, B, H, W);
   Prim p;
-  p.weights = pack(c, pd, weights);
+  p.weights = pack(c, pd, c.weight.empty() ? nullptr : c.weight.data());
   p.bias = memory(pd.bias_desc(), engine_, const_cast<float*>(c.bias.data()));
   p.prim = dnnl::convolution_forward(pd);
   p.src = pd.src_desc();
@@ -178,7 +177,6 @@ dnnl::convolution_forward::primitive_desc OneDnn::conv_pd(const Conv2d& c, int64
 const PackedWeights::Packed* OneDnn::pack(const Conv2d& c,
                                           const dnnl::convolution_forward::primitive_desc& pd,
                                           const float* weights) {
-  if (!weights && !c.weight.empty()) weights = c.weight.data();
   return weights_->get(c.id.value, c.name, pd.weights_desc(),
                        memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw), weights);
 }

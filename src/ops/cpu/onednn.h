@@ -69,13 +69,14 @@ class OneDnn {
                                          Act act, bool accumulate) const;
   dnnl::convolution_forward::primitive_desc conv_pd(const Conv2d& c, int64_t B, int64_t H,
                                                     int64_t W) const;
-  // The layer's weights in the layout the primitive asks for (packed on first demand).
+  // The layer's weights in the layout the primitive asks for (packed on first demand, from
+  // `weights` [out, in, k, k] for a convolution).
   const Packed* pack(const Linear& l, const dnnl::matmul::primitive_desc& pd);
   const Packed* pack(const Conv2d& c, const dnnl::convolution_forward::primitive_desc& pd,
                      const float* weights);
   Prim& matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
                     bool accumulate);
-  Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W, const float* weights = nullptr);
+  Prim& conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W);
   void trim_primitives();
 
   std::shared_ptr<PackedWeights> weights_;
