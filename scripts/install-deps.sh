@@ -24,6 +24,7 @@ PACKAGES=(
   clang libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
   llvm                   # llvm-symbolizer: file:line in sanitizer reports
   python3                # fuzz seed corpora (fuzz/make_seeds.py)
+  qemu-user              # tests: the binaries on emulated CPUs without AVX-512 or AVX
 )
 
 missing=()

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "biref/biref.h"
 #include "test_util.h"
@@ -20,7 +21,8 @@ constexpr double kContract = 2e-4;     // golden/README.md: float32 engines with
 constexpr double kCpuMeasured = 2e-5;  // CPU backend, float32: measured ~7e-6
 constexpr double kReferenceMeasured = 2e-6;  // reference backend, double: measured 7.2e-7
 
-void run_golden(const std::string& file, Device device, int64_t band_tokens = 32768) {
+void run_golden(const std::string& file, Device device, int64_t band_tokens = 32768,
+                std::optional<CpuIsa> isa = std::nullopt) {
   const double pinned = device == Device::Reference ? kReferenceMeasured : kCpuMeasured;
   const Checkpoint golden = load_checkpoint(test::data_path(file));
   const std::string backbone = golden.metadata.at("backbone");
@@ -28,6 +30,7 @@ void run_golden(const std::string& file, Device device, int64_t band_tokens = 32
   LoadOptions opts;
   opts.device = device;
   opts.band_tokens = band_tokens;
+  opts.isa = isa;
   auto model = Model::load("synthetic:" + backbone + ":" + seed, opts);
 
   const TensorData& in = golden.tensors.at("input");
@@ -44,8 +47,9 @@ void run_golden(const std::string& file, Device device, int64_t band_tokens = 32
   const auto ref_out = golden.tensors.at("out").to_f32();
   ASSERT_EQ(out.data.size(), ref_out.size());
 
-  std::printf("golden %s on %s (limits: contract %.0e, measured level %.0e):\n", file.c_str(),
-              model->info().device.c_str(), kContract, pinned);
+  std::printf("golden %s on %s%s%s (limits: contract %.0e, measured level %.0e):\n", file.c_str(),
+              model->info().device.c_str(), model->info().isa.empty() ? "" : ", ",
+              model->info().isa.c_str(), kContract, pinned);
   int recorded = 0;
   double worst = 0;
   for (const auto& [name, t] : golden.tensors) {
@@ -83,6 +87,22 @@ TEST(Golden, SwinT192x320AttentionInBands) {
 TEST(Golden, SwinL256AttentionInBands) {
   run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu, 1000);
 }
+// The CPU kernels of every lower instruction set this CPU supports (the tests above run the
+// best one), on the window-7 and window-12 backbones: what a CPU without AVX-512 runs.
+class GoldenIsa : public ::testing::TestWithParam<CpuIsa> {};
+TEST_P(GoldenIsa, SwinT192x320) {
+  if (GetParam() >= cpu_isa()) GTEST_SKIP() << "the default level (Golden.*)";
+  run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Cpu, 32768, GetParam());
+}
+TEST_P(GoldenIsa, SwinL256) {
+  if (GetParam() >= cpu_isa()) GTEST_SKIP() << "the default level (Golden.*)";
+  run_golden("swin_v1_l-256x256-seed0.safetensors", Device::Cpu, 32768, GetParam());
+}
+INSTANTIATE_TEST_SUITE_P(Isa, GoldenIsa, ::testing::Values(CpuIsa::generic, CpuIsa::avx2),
+                         [](const ::testing::TestParamInfo<CpuIsa>& p) {
+                           return std::string(cpu_isa_name(p.param));
+                         });
+
 // The oracle itself: the naive double-precision reference kernels against the official model.
 TEST(Golden, ReferenceBackendSwinT192x320) {
   run_golden("swin_v1_t-192x320-seed0.safetensors", Device::Reference);

@@ -14,9 +14,26 @@ using test::max_abs_diff;
 using test::random_tensor;
 using test::random_vector;
 
+// Every test of the suite runs once per instruction set this CPU supports (Ops/avx2.Name, ...):
+// the CPU backend's own kernels are compiled per level (kernels.h) and each must match.
+class Ops : public ::testing::TestWithParam<CpuIsa> {};
+
+std::vector<CpuIsa> supported_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa i : {CpuIsa::generic, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::avx512_bf16})
+    if (i <= cpu_isa_supported()) isas.push_back(i);
+  return isas;
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, Ops, ::testing::ValuesIn(supported_isas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& p) {
+                           return std::string(cpu_isa_name(p.param));
+                         });
+
 struct Backends {
+  explicit Backends(CpuIsa isa) : cpu(make_cpu_backend(isa)) {}
   std::unique_ptr<Backend> ref = make_ref_backend();
-  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Backend> cpu;
 };
 
 Conv2d random_conv(int in, int out, int k, int stride, int pad, Act act, uint32_t seed) {
@@ -39,8 +56,8 @@ Linear random_linear(int in, int out, bool bias, uint32_t seed) {
   return l;
 }
 
-TEST(Ops, LinearWithActivationsStridesAndAccumulate) {
-  Backends b;
+TEST_P(Ops, LinearWithActivationsStridesAndAccumulate) {
+  Backends b(GetParam());
   for (Act act : {Act::None, Act::Relu, Act::Gelu, Act::Sigmoid}) {
     for (int rows : {1, 7, 53}) {
       const int in = 37, out = 29, ldx = 41, ldy = 33;
@@ -57,8 +74,8 @@ TEST(Ops, LinearWithActivationsStridesAndAccumulate) {
   }
 }
 
-TEST(Ops, Conv2dShapesStridesAndActivations) {
-  Backends b;
+TEST_P(Ops, Conv2dShapesStridesAndActivations) {
+  Backends b(GetParam());
   struct Case {
     int B, H, W, in, out, k, stride, pad;
     Act act;
@@ -80,8 +97,8 @@ TEST(Ops, Conv2dShapesStridesAndActivations) {
   }
 }
 
-TEST(Ops, LayerNorm) {
-  Backends b;
+TEST_P(Ops, LayerNorm) {
+  Backends b(GetParam());
   LayerNorm ln;
   ln.dim = 45;
   ln.weight = random_vector(45, 1, 0.5f, 1.5f);
@@ -93,8 +110,8 @@ TEST(Ops, LayerNorm) {
   EXPECT_LE(max_abs_diff(y0, y1), 1e-5);
 }
 
-TEST(Ops, WindowPartitionReverseAndAttention) {
-  Backends b;
+TEST_P(Ops, WindowPartitionReverseAndAttention) {
+  Backends b(GetParam());
   // odd grids that need padding, with and without shift, window 7 and 12
   struct Case {
     int B, h, w, window, shift, heads, hd;
@@ -124,7 +141,7 @@ TEST(Ops, WindowPartitionReverseAndAttention) {
   }
 }
 
-TEST(Ops, ShiftMaskGivesZeroWeightAcrossRegions) {
+TEST_P(Ops, ShiftMaskGivesZeroWeightAcrossRegions) {
   // With one token per region pair differing only in v, a masked key must not leak into the output.
   auto ref = make_ref_backend();
   const WindowGeometry g = window_geometry(7, 7, 7, 3);  // one window covering all three regions
@@ -136,14 +153,14 @@ TEST(Ops, ShiftMaskGivesZeroWeightAcrossRegions) {
   // weights, q = k = 0) to the 16 tokens of rows 0-3 × cols 0-3 only: mean index 12, where the
   // unmasked window would give 24.
   EXPECT_NEAR(out[0], 12.f, 1e-5);
-  auto cpu = make_cpu_backend();
+  auto cpu = make_cpu_backend(GetParam());
   std::vector<float> out1(out.size());
   cpu->window_attention(qkv.data(), 1, g, 1, 1, bias.data(), out1.data());
   EXPECT_LE(max_abs_diff(out.data(), out1.data(), N), 1e-5);
 }
 
-TEST(Ops, PatchMergeOddSizes) {
-  Backends b;
+TEST_P(Ops, PatchMergeOddSizes) {
+  Backends b(GetParam());
   for (auto [h, w] : {std::pair{7, 9}, std::pair{8, 6}}) {
     Tensor x = random_tensor({2, h, w, 5}, 31);
     Tensor y0 = Tensor::empty({2, (h + 1) / 2, (w + 1) / 2, 20}), y1 = Tensor::empty(y0.shape);
@@ -153,8 +170,8 @@ TEST(Ops, PatchMergeOddSizes) {
   }
 }
 
-TEST(Ops, ResizeBilinearAlignCorners) {
-  Backends b;
+TEST_P(Ops, ResizeBilinearAlignCorners) {
+  Backends b(GetParam());
   for (auto [ho, wo] : {std::pair{13, 29}, std::pair{4, 3}, std::pair{1, 1}, std::pair{32, 32}}) {
     Tensor x = random_tensor({2, 7, 11, 5}, 41);
     Tensor y0 = Tensor::empty({2, ho, wo, 5}), y1 = Tensor::empty(y0.shape);
@@ -169,8 +186,8 @@ TEST(Ops, ResizeBilinearAlignCorners) {
   EXPECT_EQ(y.data[9 * 17 - 1], x.data[5 * 6 - 1]);
 }
 
-TEST(Ops, ConcatPatchesPoolBroadcastAddGate) {
-  Backends b;
+TEST_P(Ops, ConcatPatchesPoolBroadcastAddGate) {
+  Backends b(GetParam());
   Tensor p1 = random_tensor({2, 3, 5, 4}, 51), p2 = random_tensor({2, 3, 5, 7}, 52);
   Tensor c0 = Tensor::empty({2, 3, 5, 11}), c1 = Tensor::empty(c0.shape);
   b.ref->concat_channels({&p1, &p2}, c0);
@@ -206,8 +223,8 @@ TEST(Ops, ConcatPatchesPoolBroadcastAddGate) {
   EXPECT_EQ(max_abs_diff(c0, c1), 0.0);
 }
 
-TEST(Ops, DeformableConvAllKernelSizesAndBorders) {
-  Backends b;
+TEST_P(Ops, DeformableConvAllKernelSizesAndBorders) {
+  Backends b(GetParam());
   for (int k : {1, 3, 7}) {
     for (float offset_scale : {0.f, 0.7f, 6.f}) {  // 6: many samples fall outside the image
       DeformConv d;
@@ -231,9 +248,9 @@ TEST(Ops, DeformableConvAllKernelSizesAndBorders) {
   }
 }
 
-TEST(Ops, DeformableConvWithZeroOffsetsIsAConvolution) {
+TEST_P(Ops, DeformableConvWithZeroOffsetsIsAConvolution) {
   // offsets 0 and mask logits 0 (mask = 2·sigmoid(0) = 1): an ordinary convolution
-  Backends b;
+  Backends b(GetParam());
   DeformConv d;
   d.k = 3;
   d.pad = 1;
@@ -254,7 +271,7 @@ TEST(Ops, DeformableConvWithZeroOffsetsIsAConvolution) {
 namespace biref {
 namespace {
 
-TEST(Ops, FastExpMatchesStdExp) {
+TEST(VecMath, FastExpMatchesStdExp) {
   double worst = 0;
   for (float x = -87.f; x <= 88.f; x += 0.001953125f) {
     const double ref = std::exp(double(x));
@@ -271,11 +288,11 @@ TEST(Ops, FastExpMatchesStdExp) {
 namespace biref {
 namespace {
 
-TEST(Ops, FusedAsppMatchesTheComposedReference) {
+TEST_P(Ops, FusedAsppMatchesTheComposedReference) {
   // 64 input channels and a 7×7 branch make the CPU backend's tiles (~670 positions) smaller
   // than the 2×20×21 positions here, so several tiles and a partial one are exercised.
   auto ref = make_ref_backend();
-  auto cpu = make_cpu_backend();
+  auto cpu = make_cpu_backend(GetParam());
   const int B = 2, H = 20, W = 21, Ci = 64, planes = 16;
   std::array<DeformConv, 4> d;
   const int ks[4] = {1, 1, 3, 7};
@@ -303,11 +320,11 @@ TEST(Ops, FusedAsppMatchesTheComposedReference) {
 namespace biref {
 namespace {
 
-TEST(Ops, ConvPairFusedInBandsMatchesTwoConvolutions) {
+TEST_P(Ops, ConvPairFusedInBandsMatchesTwoConvolutions) {
   // image (3 channels) -> 3×3 to 32 -> 3×3 to 1: heights that are and are not multiples of the
   // CPU backend's 8-row bands, batch 2
   auto ref = make_ref_backend();
-  auto cpu = make_cpu_backend();
+  auto cpu = make_cpu_backend(GetParam());
   for (auto [H, act] : {std::pair{5, Act::None}, std::pair{8, Act::Relu}, std::pair{19, Act::None},
                         std::pair{9, Act::Gelu}, std::pair{6, Act::Sigmoid}}) {
     // GELU / sigmoid between the two are not the banded kernel's: it must fall back, correctly
@@ -327,10 +344,10 @@ TEST(Ops, ConvPairFusedInBandsMatchesTwoConvolutions) {
 namespace biref {
 namespace {
 
-TEST(Ops, WindowOpsInBandsEqualTheWholeGrid) {
+TEST_P(Ops, WindowOpsInBandsEqualTheWholeGrid) {
   // partition + attention + reverse over bands of window rows give what one pass over all
   // windows gives, with the shift mask's regions taken from the global window position
-  for (auto& be : {make_ref_backend(), make_cpu_backend()}) {
+  for (auto& be : {make_ref_backend(), make_cpu_backend(GetParam())}) {
     const WindowGeometry g = window_geometry(17, 12, 7, 3);  // 3 window rows (padded to 21)
     const int heads = 2, hd = 4, C = heads * hd, B = 2;
     Tensor x = random_tensor({B, g.h, g.w, C}, 130);

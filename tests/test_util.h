@@ -22,8 +22,16 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "biref/error.h"
+#include "biref/isa.h"
 #include "core/tensor.h"
+
+namespace biref {
+// Parameterised tests print the level's name ("avx2"), not its bytes.
+inline void PrintTo(CpuIsa isa, std::ostream* os) { *os << cpu_isa_name(isa); }
+}  // namespace biref
 
 namespace biref::test {
 
@@ -69,6 +77,28 @@ inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), std::streamsize(bytes.size()));
 }
+
+// A folder of its own per test (named for the test and the process), removed afterwards.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) {
+    const auto* t = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() /
+            (prefix + "-" + std::to_string(getpid()) + "-" + t->name());
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // How two 8-bit images (or any byte arrays of equal length) differ: the largest |a - b| and how
 // many values differ at all.

@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "biref/error.h"
+#include "biref/isa.h"
 
 namespace biref {
 
@@ -40,6 +42,9 @@ struct LoadOptions {
   // tokens at a time: fewer is less memory at large inputs (the MLP's hidden layer holds 4·C
   // floats per token, qkv 3·C), more is larger matmuls.
   int64_t band_tokens = 32768;
+  // The instruction set of biref's own CPU kernels (biref/isa.h): cpu_isa() when unset, else
+  // this level (at most cpu_isa_supported()). oneDNN's level is the process's (BIREF_ISA).
+  std::optional<CpuIsa> isa;
 };
 
 struct StageTiming {
@@ -53,6 +58,7 @@ struct ModelInfo {
   std::string backbone;     // "swin_v1_t", ...
   std::string description;  // the full detected configuration
   std::string device;       // the backend that runs it
+  std::string isa;          // the CPU kernels' instruction set ("avx512"); "" on the reference
   int64_t parameters = 0;   // parameters used at inference
   std::string threads;      // how the thread count is chosen, e.g. "automatic, up to 2: ..."
   // Where Model::load spent its time: "read" (open the file, parse its header or pickle, detect

@@ -137,7 +137,13 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
     ~Restore() { omp_set_num_threads(n); }
   } restore{before};
   auto net = std::make_shared<BiRefNet>();
-  impl->backend = options.device == Device::Reference ? make_ref_backend() : make_cpu_backend();
+  if (options.device == Device::Reference) {
+    impl->backend = make_ref_backend();
+  } else {
+    const CpuIsa isa = options.isa.value_or(cpu_isa());
+    impl->backend = make_cpu_backend(isa);
+    impl->info.isa = cpu_isa_name(isa);
+  }
   Backend& be = *impl->backend;
   auto t0 = std::chrono::steady_clock::now();
   auto lap = [&](const char* stage) {

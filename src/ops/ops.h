@@ -10,15 +10,16 @@
 #include <memory>
 #include <string>
 
+#include "biref/isa.h"
 #include "core/tensor.h"
 #include "ops/layers.h"
 
 namespace biref {
 
 struct WindowGeometry {
-  int window = 7;   // w: tokens per window side
-  int shift = 0;    // s: cyclic shift (0 or w/2)
-  int h = 0, w = 0;  // token grid before padding
+  int window = 7;      // w: tokens per window side
+  int shift = 0;       // s: cyclic shift (0 or w/2)
+  int h = 0, w = 0;    // token grid before padding
   int hp = 0, wp = 0;  // padded to multiples of the window
   // The window rows [row0, row0 + rows) the window ops work on (all of them by default): a
   // block's attention can run a band of window rows at a time to bound its memory.
@@ -72,8 +73,8 @@ class Backend {
   virtual void window_reverse_add(const Tensor& windows, const WindowGeometry& g, Tensor& x) = 0;
   // qkv: [B·nW, N, 3, heads, hd] -> out: [B·nW, N, heads·hd]. softmax(q·hd^−½·kᵀ + bias (+ mask))·v
   // with rel_bias [heads, N, N]; the shift mask (g.shift > 0) is computed from the geometry.
-  virtual void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g,
-                                int heads, int head_dim, const float* rel_bias, float* out) = 0;
+  virtual void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
+                                int head_dim, const float* rel_bias, float* out) = 0;
   // Swin patch merging: x [B, h, w, C] -> [B, ⌈h/2⌉, ⌈w/2⌉, 4C], sub-grids in the order
   // (even row, even col), (odd, even), (even, odd), (odd, odd), zero padding.
   virtual void patch_merge(const Tensor& x, Tensor& y) = 0;
@@ -112,7 +113,9 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_ref_backend();
+// The CPU backend with the kernels of cpu_isa(), or of `isa` (at most cpu_isa_supported()).
 std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa);
 
 // The CPU backend's resize kernel, for callers outside a model (the pipeline's postprocessing).
 void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y);

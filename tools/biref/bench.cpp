@@ -20,6 +20,7 @@
 #include "command.h"
 #include "common.h"
 #include "core/check.h"
+#include "ops/cpu/kernels.h"
 
 namespace {
 
@@ -127,6 +128,12 @@ std::string threads_summary(const std::vector<int>& per_run) {
   return s;
 }
 
+// "avx512_bf16 (the best this CPU supports); oneDNN avx512_core_bf16", or "reference".
+std::string kernels_line(const biref::ModelInfo& info) {
+  if (info.isa.empty()) return "reference";
+  return biref::describe_cpu_isa() + "; oneDNN " + biref::cpu::onednn_isa_name();
+}
+
 int run_bench(const BenchOptions& o) {
   BIREF_CHECK(o.busy >= 0 && o.busy <= 1024, "--busy ", o.busy, " is out of range (0..1024)");
   BIREF_CHECK(o.procs >= 1 && o.procs <= 64, "--procs ", o.procs, " is out of range (1..64)");
@@ -153,10 +160,11 @@ int run_bench(const BenchOptions& o) {
 
   if (!o.json) {
     std::fprintf(stderr,
-                 "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s\n"
+                 "model %s: %s, %.1f M parameters, loaded in %.0f ms; backend %s, kernels %s\n"
                  "threads: %s; OpenMP wait: %s\n",
                  info.source.c_str(), info.description.c_str(), info.parameters / 1e6, load_ms,
-                 info.device.c_str(), info.threads.c_str(), biref::omp_wait_setting().c_str());
+                 info.device.c_str(), kernels_line(info).c_str(), info.threads.c_str(),
+                 biref::omp_wait_setting().c_str());
   }
   model->set_profiling(o.profile);
   std::vector<double> lat, cpu, sys;
@@ -224,6 +232,7 @@ int run_bench(const BenchOptions& o) {
   j["model"] = info.source;
   j["backbone"] = info.backbone;
   j["device"] = info.device;
+  j["isa"] = info.isa;
   j["threads"] = info.threads;
   j["omp_wait"] = biref::omp_wait_setting();
   j["threads_per_run"] = run_threads;
@@ -281,6 +290,7 @@ int run_bench(const BenchOptions& o) {
     return 0;
   }
   std::printf("%s %dx%d batch %d, %s\n", info.backbone.c_str(), W, H, o.batch, info.device.c_str());
+  std::printf("  kernels         %s\n", kernels_line(info).c_str());
   std::printf("  threads         %s; ran %s\n", info.threads.c_str(),
               threads_summary(run_threads).c_str());
   std::printf("  OpenMP wait     %s\n", biref::omp_wait_setting().c_str());

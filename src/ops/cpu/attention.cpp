@@ -8,8 +8,9 @@
 
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/isa_begin.h"
 
-namespace biref::cpu {
+namespace biref::cpu::BIREF_ISA {
 
 namespace {
 
@@ -181,4 +182,6 @@ void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, 
   }
 }
 
-}  // namespace biref::cpu
+}  // namespace biref::cpu::BIREF_ISA
+
+#include "ops/cpu/isa_end.h"

@@ -9,8 +9,9 @@
 
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/isa_begin.h"
 
-namespace biref::cpu {
+namespace biref::cpu::BIREF_ISA {
 
 // conv_pair's first convolution: [out, in, ky, kx] -> [ky, kx, in, out].
 std::vector<float> input_conv_weights(const Conv2d& c, const float* cw) {
@@ -139,4 +140,6 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
   }
 }
 
-}  // namespace biref::cpu
+}  // namespace biref::cpu::BIREF_ISA
+
+#include "ops/cpu/isa_end.h"

@@ -32,10 +32,11 @@ struct CpuWeights {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(std::shared_ptr<CpuWeights> w = std::make_shared<CpuWeights>())
-      : w_(std::move(w)), dnn_(w_->dnn) {}
+  explicit CpuBackend(const cpu::Kernels& k,
+                      std::shared_ptr<CpuWeights> w = std::make_shared<CpuWeights>())
+      : k_(k), w_(std::move(w)), dnn_(w_->dnn) {}
   const char* name() const override { return "cpu (oneDNN + OpenMP)"; }
-  std::unique_ptr<Backend> fork() const override { return std::make_unique<CpuBackend>(w_); }
+  std::unique_ptr<Backend> fork() const override { return std::make_unique<CpuBackend>(k_, w_); }
   size_t weight_bytes() const override {
     size_t n = w_->dnn->bytes();
     for (const auto& [id, v] : w_->tap_major) n += v.size() * sizeof(float);
@@ -55,7 +56,7 @@ class CpuBackend final : public Backend {
       // a 1×1 convolution over NHWC pixels is a matmul over rows
       dnn_.linear(as_linear(c), x.data, x.numel() / c.in, c.in, y.data, c.out, c.act, false);
     } else if (cpu::is_single_output(c)) {
-      cpu::conv_single_output(c, tap_major(c).data(), x, y);  // oneDNN: ~3 GFLOP/s on these
+      k_.conv_single_output(c, tap_major(c).data(), x, y);  // oneDNN: ~3 GFLOP/s on these
     } else {
       dnn_.conv2d(c, x, y);
     }
@@ -82,7 +83,7 @@ class CpuBackend final : public Backend {
     prepare(d.offset_mask);
     Linear& l = deform_gemms_.emplace(d.id.value, deform_gemm_shape(d)).first->second;
     float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
-    cpu::deform_gemm_weights(d, d.regular.folded_weight(stage_), permuted);
+    k_.deform_gemm_weights(d, d.regular.folded_weight(stage_), permuted);
     pack_from(l, permuted);
   }
   void end_prepare() override {
@@ -97,40 +98,40 @@ class CpuBackend final : public Backend {
       Backend::conv_pair(a, b, x, y);
       return;
     }
-    cpu::conv_pair(a, input_conv_weights(a).data(), b, tap_major(b).data(), x, y, scratch_);
+    k_.conv_pair(a, input_conv_weights(a).data(), b, tap_major(b).data(), x, y, scratch_);
   }
 
   void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y) override {
-    cpu::layer_norm(ln, x, rows, y);
+    k_.layer_norm(ln, x, rows, y);
   }
 
   void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& win) override {
-    cpu::window_partition(x, g, win);
+    k_.window_partition(x, g, win);
   }
 
   void window_reverse_add(const Tensor& win, const WindowGeometry& g, Tensor& x) override {
-    cpu::window_reverse_add(win, g, x);
+    k_.window_reverse_add(win, g, x);
   }
 
   void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
                         const float* rel_bias, float* out) override {
-    cpu::window_attention(qkv, batch, g, heads, hd, rel_bias, out, scratch_);
+    k_.window_attention(qkv, batch, g, heads, hd, rel_bias, out, scratch_);
   }
 
-  void patch_merge(const Tensor& x, Tensor& y) override { cpu::patch_merge(x, y); }
+  void patch_merge(const Tensor& x, Tensor& y) override { k_.patch_merge(x, y); }
 
-  void resize_bilinear_ac(const Tensor& x, Tensor& y) override { cpu_resize_bilinear_ac(x, y); }
+  void resize_bilinear_ac(const Tensor& x, Tensor& y) override { k_.resize_bilinear_ac(x, y); }
 
   void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) override {
-    cpu::concat_channels(parts, y);
+    k_.concat_channels(parts, y);
   }
 
-  void image_patches(const Tensor& x, int g, Tensor& y) override { cpu::image_patches(x, g, y); }
+  void image_patches(const Tensor& x, int g, Tensor& y) override { k_.image_patches(x, g, y); }
 
   void deform_conv(const DeformConv& d, const Tensor& x, const Tensor& om, Tensor& y,
                    int c_offset) override {
     const int64_t P = x.dim(0) * x.dim(1) * x.dim(2), Cy = y.dim(3);
-    const int64_t tile = cpu::deform_tile(d, x.dim(3));
+    const int64_t tile = k_.deform_tile(d, x.dim(3));
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
       const int64_t np = std::min(tile, P - p0);
       deform_rows(d, x, om, p0, np, y.data + p0 * Cy + c_offset, Cy);
@@ -147,7 +148,7 @@ class CpuBackend final : public Backend {
     const int64_t planes = branches[0]->regular.out, Ccat = 5 * planes;
     BIREF_CHECK(conv1.in == Ccat && conv1.k == 1, "aspp: conv1 '", conv1.name, "' does not fit");
     int64_t tile = 1024;
-    for (const DeformConv* d : branches) tile = std::min(tile, cpu::deform_tile(*d, x.dim(3)));
+    for (const DeformConv* d : branches) tile = std::min(tile, k_.deform_tile(*d, x.dim(3)));
     cat_tile_.resize(size_t(tile * Ccat));
     const Linear& head = as_linear(conv1);
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
@@ -166,19 +167,19 @@ class CpuBackend final : public Backend {
   }
 
   void global_avg_pool(const Tensor& x, Tensor& y) override {
-    cpu::global_avg_pool(x, y);
+    k_.global_avg_pool(x, y);
   }
 
   void broadcast_channels(const Tensor& v, Tensor& y, int c_offset) override {
-    cpu::broadcast_channels(v, y, c_offset);
+    k_.broadcast_channels(v, y, c_offset);
   }
 
   void add(const Tensor& x, Tensor& y) override {
-    cpu::add(x, y);
+    k_.add(x, y);
   }
 
   void mul_gate(const Tensor& g, Tensor& p) override {
-    cpu::mul_gate(g, p);
+    k_.mul_gate(g, p);
   }
 
  private:
@@ -190,14 +191,14 @@ class CpuBackend final : public Backend {
   const std::vector<float>& input_conv_weights(const Conv2d& c) {
     auto it = input_conv_.find(c.id.value);
     if (it != input_conv_.end()) return it->second;
-    return input_conv_.emplace(c.id.value, cpu::input_conv_weights(c, c.folded_weight(stage_)))
+    return input_conv_.emplace(c.id.value, k_.input_conv_weights(c, c.folded_weight(stage_)))
         .first->second;
   }
 
   const std::vector<float>& tap_major(const Conv2d& c) {
     auto it = tap_major_.find(c.id.value);
     if (it != tap_major_.end()) return it->second;
-    return tap_major_.emplace(c.id.value, cpu::single_output_weights(c, c.folded_weight(stage_)))
+    return tap_major_.emplace(c.id.value, k_.single_output_weights(c, c.folded_weight(stage_)))
         .first->second;
   }
 
@@ -210,7 +211,7 @@ class CpuBackend final : public Backend {
     const int64_t K = int64_t(d.k) * d.k * x.dim(3);
     if (cols_.size() < size_t(np * K)) cols_.resize(size_t(np * K));
     float* cols = cols_.data();
-    cpu::deform_sample(d, x, om, p0, np, cols);
+    k_.deform_sample(d, x, om, p0, np, cols);
     // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy.
     const int64_t Co = gemm.out;
     if (tile_out_.size() < size_t(np * Co)) tile_out_.resize(size_t(np * Co));
@@ -262,10 +263,11 @@ class CpuBackend final : public Backend {
     // not prepared: a copy of the layer's weights, packed on first use
     Linear l = deform_gemm_shape(d);
     l.weight.resize(size_t(l.in) * l.out);
-    cpu::deform_gemm_weights(d, d.regular.folded_weight(stage_), l.weight.data());
+    k_.deform_gemm_weights(d, d.regular.folded_weight(stage_), l.weight.data());
     return deform_gemms_.emplace(d.id.value, std::move(l)).first->second;
   }
 
+  const cpu::Kernels& k_;          // this CPU's kernels (or the level asked for)
   std::shared_ptr<CpuWeights> w_;  // shared with the forks
   std::map<uint64_t, Linear>& deform_gemms_ = w_->deform_gemms;
   std::map<uint64_t, std::vector<float>>& tap_major_ = w_->tap_major;
@@ -280,7 +282,18 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend() {
-  return std::make_unique<CpuBackend>();
+  return make_cpu_backend(cpu_isa());
+}
+
+std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa) {
+  BIREF_CHECK(isa <= cpu_isa_supported(), "the CPU backend at ", cpu_isa_name(isa),
+              ": this CPU supports at most ", cpu_isa_name(cpu_isa_supported()));
+  cpu::limit_onednn_isa();
+  return std::make_unique<CpuBackend>(cpu::kernels(isa));
+}
+
+void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y) {
+  cpu::kernels().resize_bilinear_ac(x, y);
 }
 
 }  // namespace biref

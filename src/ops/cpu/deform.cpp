@@ -9,8 +9,9 @@
 
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/isa_begin.h"
 
-namespace biref::cpu {
+namespace biref::cpu::BIREF_ISA {
 
 // Positions per tile: about 8 MB of sampled columns.
 int64_t deform_tile(const DeformConv& d, int64_t Ci) {
@@ -81,4 +82,6 @@ void deform_sample(const DeformConv& d, const Tensor& x, const Tensor& om, int64
   }
 }
 
-}  // namespace biref::cpu
+}  // namespace biref::cpu::BIREF_ISA
+
+#include "ops/cpu/isa_end.h"

@@ -4,13 +4,16 @@
 //   deform.cpp      the deformable convolution's sampling and its GEMM's weight layout
 //   layout.cpp      window partition / reverse, patch merging, concat, broadcast, image patches
 //   pointwise.cpp   LayerNorm, resize, global average pool, residual sum, gradient gate
-// Each is tested against its reference in tests/test_ops.cpp through CpuBackend
-// (cpu_backend.cpp), which holds the weights and buffers and calls oneDNN for the rest.
-// Activations are channels-last, as in ops.h.
+// Each is compiled once per instruction set and chosen at run time (kernel_list.h,
+// isa_begin.h, dispatch.cpp), and tested at every level this CPU supports against its reference
+// in tests/test_ops.cpp through CpuBackend (cpu_backend.cpp), which holds the weights and
+// buffers and calls oneDNN for the rest.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "biref/isa.h"
 #include "core/tensor.h"
 #include "ops/layers.h"
 #include "ops/ops.h"
@@ -34,11 +37,7 @@ struct Scratch {
   }
 };
 
-// attention.cpp — Backend::window_attention.
-void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
-                      const float* rel_bias, float* out, Scratch& scratch);
-
-// conv_small.cpp
+// What the kernels of conv_small.cpp take (used to choose them, defined at the baseline).
 inline bool is_same_size(const Conv2d& c) {
   return c.stride == 1 && 2 * c.pad == c.k - 1 && c.k <= 15;
 }
@@ -52,37 +51,43 @@ inline bool is_input_conv(const Conv2d& c) {
   return is_same_size(c) && c.in <= 4 && c.out % 16 == 0 && c.out <= 256 &&
          (c.act == Act::None || c.act == Act::Relu);
 }
-// The weight layouts of the two, from the folded weight [out, in, k, k].
-std::vector<float> single_output_weights(const Conv2d& c, const float* folded);
-std::vector<float> input_conv_weights(const Conv2d& c, const float* folded);
-// y = c(x) with `wt` from single_output_weights(c).
-void conv_single_output(const Conv2d& c, const float* wt, const Tensor& x, Tensor& y);
-// y = b(a(x)), is_input_conv(a) and is_single_output(b), in bands of rows; `wa`, `wb` their
-// layouts above.
-void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* wb, const Tensor& x,
-               Tensor& y, Scratch& scratch);
+// The kernels of one instruction set (kernel_list.h), compiled per level from the files of
+// BIREF_KERNEL_SOURCES (CMakeLists.txt, isa_begin.h).
+namespace generic {
+#include "ops/cpu/kernel_list.h"
+}
+namespace avx2 {
+#include "ops/cpu/kernel_list.h"
+}
+namespace avx512 {
+#include "ops/cpu/kernel_list.h"
+}
 
-// deform.cpp
-// Positions per tile: about 8 MB of sampled columns.
-int64_t deform_tile(const DeformConv& d, int64_t Ci);
-// The regular_conv weight as the GEMM's [out, k²·in]: `out` holds out·k²·in floats.
-void deform_gemm_weights(const DeformConv& d, const float* w, float* out);
-// Sampled, modulated columns [np, k²·Ci] of output positions [p0, p0 + np).
-void deform_sample(const DeformConv& d, const Tensor& x, const Tensor& offset_mask, int64_t p0,
-                   int64_t np, float* cols);
+// One level's kernels, as a table the backend calls through (kernel_table.cpp fills one per
+// level). Every entry has the signature of its declaration in kernel_list.h.
+struct Kernels {
+  CpuIsa isa;
+#define BIREF_KERNEL(name) decltype(&generic::name) name;
+#include "ops/cpu/kernel_names.h"
+#undef BIREF_KERNEL
+};
+namespace generic {
+extern const Kernels table;
+}
+namespace avx2 {
+extern const Kernels table;
+}
+namespace avx512 {
+extern const Kernels table;
+}
 
-// layout.cpp — the Backend ops of the same names.
-void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& windows);
-void window_reverse_add(const Tensor& windows, const WindowGeometry& g, Tensor& x);
-void patch_merge(const Tensor& x, Tensor& y);
-void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y);
-void image_patches(const Tensor& x, int grid, Tensor& y);
-void broadcast_channels(const Tensor& v, Tensor& y, int c_offset);
-
-// pointwise.cpp — the Backend ops of the same names (the resize is biref::cpu_resize_bilinear_ac).
-void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y);
-void global_avg_pool(const Tensor& x, Tensor& y);
-void add(const Tensor& x, Tensor& y);
-void mul_gate(const Tensor& g, Tensor& p);
+// The table for `isa` (avx512_bf16 uses the AVX-512 kernels), and for cpu_isa().
+const Kernels& kernels(CpuIsa isa);
+const Kernels& kernels();
+// Caps oneDNN at cpu_isa() when BIREF_ISA forces a lower level; once per process, before the
+// first primitive (later calls change nothing).
+void limit_onednn_isa();
+// oneDNN's level after limit_onednn_isa(): "avx512_core_bf16", "avx2", ...
+std::string onednn_isa_name();
 
 }  // namespace biref::cpu

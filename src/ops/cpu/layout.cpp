@@ -8,8 +8,9 @@
 
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/isa_begin.h"
 
-namespace biref::cpu {
+namespace biref::cpu::BIREF_ISA {
 
 void window_partition(const Tensor& x, const WindowGeometry& g, Tensor& win) {
   const int64_t B = x.dim(0), C = x.dim(3);
@@ -115,4 +116,6 @@ void broadcast_channels(const Tensor& v, Tensor& y, int c_offset) {
   }
 }
 
-}  // namespace biref::cpu
+}  // namespace biref::cpu::BIREF_ISA
+
+#include "ops/cpu/isa_end.h"

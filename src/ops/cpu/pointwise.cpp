@@ -8,8 +8,9 @@
 
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/isa_begin.h"
 
-namespace biref::cpu {
+namespace biref::cpu::BIREF_ISA {
 
 void layer_norm(const LayerNorm& ln, const float* x, int64_t rows, float* y) {
   const int D = ln.dim;
@@ -63,11 +64,7 @@ void mul_gate(const Tensor& g, Tensor& p) {
   }
 }
 
-}  // namespace biref::cpu
-
-namespace biref {
-
-void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y) {
+void resize_bilinear_ac(const Tensor& x, Tensor& y) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
   const int64_t Ho = y.dim(1), Wo = y.dim(2);
   const double sy = Ho > 1 ? double(H - 1) / double(Ho - 1) : 0.0;
@@ -106,4 +103,6 @@ void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y) {
   }
 }
 
-}  // namespace biref
+}  // namespace biref::cpu::BIREF_ISA
+
+#include "ops/cpu/isa_end.h"
