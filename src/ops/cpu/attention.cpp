@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/cpu/isa_begin.h"
 
 namespace biref::cpu::BIREF_ISA {
 
@@ -25,8 +25,8 @@ void score_tile(const float* q, int hd, const float* kt, int ldK, float* s) {
   v16 acc[4][4] = {};
   for (int d = 0; d < hd; ++d) {
     const float* kr = kt + size_t(d) * ldK;
-    const v16 k0 = cpu::load16(kr), k1 = cpu::load16(kr + 16), k2 = cpu::load16(kr + 32),
-              k3 = cpu::load16(kr + 48);
+    const v16 k0 = *cpu::v16_at(kr), k1 = *cpu::v16_at(kr + 16), k2 = *cpu::v16_at(kr + 32),
+              k3 = *cpu::v16_at(kr + 48);
     for (int r = 0; r < 4; ++r) {
       const float a = q[size_t(r) * hd + d];
       acc[r][0] += a * k0;
@@ -36,7 +36,7 @@ void score_tile(const float* q, int hd, const float* kt, int ldK, float* s) {
     }
   }
   for (int r = 0; r < 4; ++r)
-    for (int j = 0; j < 4; ++j) cpu::store16(s + size_t(r) * ldK + 16 * j, acc[r][j]);
+    for (int j = 0; j < 4; ++j) *cpu::v16_at(s + size_t(r) * ldK + 16 * j) = acc[r][j];
 }
 
 // out[r][0:hd] (row stride ldo) = Σ_m p[r][m] · v[m][0:hd] for r < rows.
@@ -47,7 +47,7 @@ void pv_tile(const float* p, int ldp, int N, const float* v, int hd_rt, int rows
     using v16 = cpu::v16;
     v16 acc[4][2] = {};
     for (int m = 0; m < N; ++m) {
-      const v16 v0 = cpu::load16(v + size_t(m) * 32), v1 = cpu::load16(v + size_t(m) * 32 + 16);
+      const v16 v0 = *cpu::v16_at(v + size_t(m) * 32), v1 = *cpu::v16_at(v + size_t(m) * 32 + 16);
       for (int r = 0; r < 4; ++r) {
         const float a = p[size_t(r) * ldp + m];
         acc[r][0] += a * v0;
@@ -55,8 +55,8 @@ void pv_tile(const float* p, int ldp, int N, const float* v, int hd_rt, int rows
       }
     }
     for (int r = 0; r < rows; ++r) {
-      cpu::store16(out + size_t(r) * ldo, acc[r][0]);
-      cpu::store16(out + size_t(r) * ldo + 16, acc[r][1]);
+      *cpu::v16_at(out + size_t(r) * ldo) = acc[r][0];
+      *cpu::v16_at(out + size_t(r) * ldo + 16) = acc[r][1];
     }
   } else {
     for (int r = 0; r < rows; ++r) {

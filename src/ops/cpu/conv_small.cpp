@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/cpu/isa_begin.h"
 
 namespace biref::cpu::BIREF_ISA {
 
@@ -47,7 +47,7 @@ void single_output_row(const Conv2d& c, const float* wt, const float* const* row
         if (ix < 0 || ix >= W) continue;
         const float* xp = rows[ky] + ix * Ci;
         const float* wp = wt + size_t(ky * c.k + kx) * Ci;
-        for (int64_t i = 0; i < Ci; i += 16) acc += cpu::load16(xp + i) * cpu::load16(wp + i);
+        for (int64_t i = 0; i < Ci; i += 16) acc += *cpu::v16_at(xp + i) * *cpu::v16_at(wp + i);
       }
     }
     float v = bias;
@@ -105,7 +105,7 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
           for (int64_t c0 = 0; c0 < Cm; c0 += 64) {
             const int nv = int(std::min<int64_t>(4, (Cm - c0) / 16));
             cpu::v16 acc[4];
-            for (int j = 0; j < nv; ++j) acc[j] = cpu::load16(a.bias.data() + c0 + 16 * j);
+            for (int j = 0; j < nv; ++j) acc[j] = *cpu::v16_at(a.bias.data() + c0 + 16 * j);
             for (int ky = 0; ky < a.k; ++ky) {
               const int64_t iy = my - a.pad + ky;
               if (iy < 0 || iy >= H) continue;
@@ -117,13 +117,13 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
                 for (int64_t ci = 0; ci < Ci; ++ci) {
                   const float v = xp[ci];
                   const float* wr = wp + ci * Cm;
-                  for (int j = 0; j < nv; ++j) acc[j] += v * cpu::load16(wr + 16 * j);
+                  for (int j = 0; j < nv; ++j) acc[j] += v * *cpu::v16_at(wr + 16 * j);
                 }
               }
             }
             for (int j = 0; j < nv; ++j) {
               if (a.act == Act::Relu) acc[j] = acc[j] > 0.f ? acc[j] : 0.f;
-              cpu::store16(o + c0 + 16 * j, acc[j]);
+              *cpu::v16_at(o + c0 + 16 * j) = acc[j];
             }
           }
         }

@@ -7,20 +7,17 @@
 namespace biref::cpu {
 
 // 16 floats in one register (one AVX-512 register; two AVX2 ones elsewhere), GCC/Clang vector
-// extensions, loaded and stored without alignment requirements.
-// These are defined at the baseline (outside any isa_begin.h region) and always inlined into the
-// kernels, which vectorise them at their own level.
-// (-Wpsabi: passing them would change the ABI below AVX-512; inlined, nothing is passed.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
+// extensions. Loaded and stored through v16_at(p), an unaligned view of the 16 floats at p
+// (*v16_at(p) reads them, *v16_at(p) = v writes them): a pointer, never a vector passed to or
+// returned from a function, so each kernel keeps its own level's registers (clang refuses, and
+// GCC warns about, 64-byte vectors across calls below AVX-512).
 typedef float v16 __attribute__((vector_size(64)));
-[[gnu::always_inline]] inline v16 load16(const float* p) {
-  v16 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
+typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
+[[gnu::always_inline]] inline v16u* v16_at(float* p) {
+  return reinterpret_cast<v16u*>(p);
 }
-[[gnu::always_inline]] inline void store16(float* p, v16 v) {
-  __builtin_memcpy(p, &v, sizeof(v));
+[[gnu::always_inline]] inline const v16u* v16_at(const float* p) {
+  return reinterpret_cast<const v16u*>(p);
 }
 
 // e^x for x in [-87, 88] (inputs below are clamped: result ~1e-38, not 0 — callers that need an
