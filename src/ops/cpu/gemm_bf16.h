@@ -1,0 +1,49 @@
+// The BF16 GEMM of the CPU backend's --precision bf16 (gemm_bf16.cpp): y (+)= act(x · Wᵀ + b)
+// with W packed to bfloat16 once at load, x converted to bfloat16 per block of rows as it is
+// packed, products summed in float32 by AVX512_BF16's vdpbf16ps (two multiply-adds per lane and
+// instruction: twice an FP32 FMA's). Bias, activation and the residual sum in float32.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ops/layers.h"
+
+namespace biref::cpu {
+
+// W [n, k] in bfloat16 (round to nearest even), in panels of up to 64 output columns (a
+// multiple of 16; the last one narrower) so that one k pair of a panel is one contiguous run:
+// element (k, col) of the panel starting at column n0, width wp, is at
+// n0·kp + ((k/2)·wp + col)·2 + k%2. k is padded with zeros to kp (even), n to a multiple of 16.
+struct PackedBf16 {
+  int64_t n = 0, k = 0, kp = 0;
+  std::vector<uint16_t> w;
+  std::vector<float> bias;  // n, or empty
+  size_t bytes() const { return w.size() * sizeof(uint16_t) + bias.size() * sizeof(float); }
+};
+
+// Per-thread blocks of x in bfloat16, grown outside the parallel region and reused.
+struct Bf16Scratch {
+  std::vector<uint16_t> a;
+};
+
+namespace avx512_bf16 {
+// `w` [n, k] float32 row-major (PyTorch's Linear layout).
+PackedBf16 pack_bf16(const float* w, int64_t n, int64_t k, const std::vector<float>& bias);
+// y[m, :] (+)= act(x[m, :] · Wᵀ + b) for m < rows, strided rows, as Backend::linear.
+void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
+               int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch);
+}  // namespace avx512_bf16
+
+// float32 -> bfloat16 bits, round to nearest even (NaN stays NaN), and back: the arithmetic the
+// kernels' conversions do, for the packing and the tests.
+inline uint16_t to_bf16(float f) {
+  uint32_t u = __builtin_bit_cast(uint32_t, f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float from_bf16(uint16_t h) {
+  return __builtin_bit_cast(float, uint32_t(h) << 16);
+}
+
+}  // namespace biref::cpu
