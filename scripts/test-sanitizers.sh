@@ -29,6 +29,11 @@ EXCLUDE=(
   'SegmentFolders\.ShardsSplitTheInputsDisjointlyAndCoverThemAll'
   # six whole-model benchmark processes (the idle copies, the copies beside busy loops)
   'Threads\.BenchBusyAndProcs'
+  # whole models again at the lower instruction sets and in BF16 (the kernels of every level
+  # are tested op by op), and the binary under QEMU's CPU emulation (minutes with ASan)
+  'GoldenIsa\.'
+  'GoldenBf16\.SwinL'
+  'Isa\.RunsOnEmulatedCpus'
 )
 
 # Tests that bound the process's peak RSS: they run on their own, with ASan's quarantine of

@@ -216,12 +216,13 @@ TEST(BenchCli, JsonHasTheDocumentedKeys) {
   ASSERT_EQ(r.code, 0) << r.all();
   const auto j = nlohmann::json::parse(r.out);
   for (const char* k : {"load_ms", "median_ms", "min_ms", "max_ms", "gflops", "gflops_per_s",
-                        "sgemm_gflops_per_s", "peak_rss_mb", "stages"})
+                        "sgemm_gflops_per_s", "peak_rss_mb", "stages", "isa", "precision"})
     EXPECT_TRUE(j.contains(k)) << k;
   EXPECT_GT(j["gflops"].get<double>(), 0.0);
   EXPECT_LE(j["min_ms"].get<double>(), j["median_ms"].get<double>());
   for (const char* s : {"backbone.full", "backbone.half", "squeeze", "decoder"})
     EXPECT_TRUE(j["stages"].contains(s)) << s;
+  EXPECT_EQ(j["precision"], "fp32");
 }
 
 }  // namespace

@@ -92,6 +92,13 @@ TEST(Isa, CliReportsAndHonoursTheForcedLevel) {
       "bench -m synthetic:swin_v1_t -s 64x64 -n 1 --warmup 0 --json", "BIREF_ISA=avx2");
   ASSERT_EQ(b.code, 0) << b.all();
   EXPECT_EQ(nlohmann::json::parse(b.out).at("isa"), "avx2");
+  // bf16 needs the AVX512_BF16 level: below it, a clear refusal, before any output
+  const test::CliResult nobf = test::run_cli(
+      "bench -m synthetic:swin_v1_t -s 64x64 -n 1 --precision bf16", "BIREF_ISA=avx2");
+  EXPECT_NE(nobf.code, 0);
+  EXPECT_NE(nobf.err.find("precision bf16 needs a CPU with AVX512_BF16; the kernels here are avx2"),
+            std::string::npos)
+      << nobf.all();
   const test::CliResult bad =
       test::run_cli("bench -m synthetic:swin_v1_t -s 64x64 -n 1", "BIREF_ISA=sse9");
   EXPECT_NE(bad.code, 0);

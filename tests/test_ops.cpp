@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -383,6 +384,75 @@ TEST_P(Ops, WindowOpsInBandsEqualTheWholeGrid) {
     }
     EXPECT_LE(max_abs_diff(whole, banded), 1e-6) << be->name();
   }
+}
+
+}  // namespace
+}  // namespace biref
+
+namespace biref {
+namespace {
+
+// Precision::bf16's linears and k×k convolutions (the BF16 GEMM over columns) against the
+// reference on operands already rounded to bfloat16, so only the float32 sums differ; then on
+// unrounded input, where the bf16 path must differ from float32 (it ran) by the rounding only.
+std::vector<float> bf16_rounded(std::vector<float> v) {
+  for (float& x : v) x = cpu::from_bf16(cpu::to_bf16(x));
+  return v;
+}
+void round_bf16(Tensor& t) {
+  for (int64_t i = 0; i < t.numel(); ++i) t.data[i] = cpu::from_bf16(cpu::to_bf16(t.data[i]));
+}
+
+TEST(OpsBf16, PreparedLinearsAndConvolutionsRunInBf16) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  auto ref = make_ref_backend();
+  auto bf = make_cpu_backend(CpuIsa::avx512_bf16, Precision::bf16);
+  auto f32 = make_cpu_backend(CpuIsa::avx512_bf16, Precision::fp32);
+  for (Act act : {Act::None, Act::Gelu}) {
+    for (int rows : {1, 53}) {
+      Linear l = random_linear(37, 29, true, 3);
+      l.weight = bf16_rounded(l.weight);
+      bf->prepare(l);
+      Tensor x = random_tensor({rows, 41}, 5);
+      round_bf16(x);
+      Tensor y0 = random_tensor({rows, 33}, 6), y1 = Tensor::empty(y0.shape);
+      std::copy(y0.data, y0.data + y0.numel(), y1.data);
+      for (bool acc : {false, true}) {
+        ref->linear(l, x.data, rows, 41, y0.data, 33, act, acc);
+        bf->linear(l, x.data, rows, 41, y1.data, 33, act, acc);
+        EXPECT_LE(max_abs_diff(y0, y1), 1e-5) << "act " << int(act) << " rows " << rows;
+      }
+    }
+  }
+  struct Case {
+    int B, H, W, in, out, k, stride, pad;
+    Act act;
+  };
+  for (const Case& c :
+       {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
+        Case{1, 11, 9, 20, 70, 7, 1, 3, Act::None}, Case{2, 10, 7, 33, 16, 3, 2, 1, Act::Relu},
+        Case{1, 5, 7, 64, 24, 1, 1, 0, Act::Sigmoid}}) {
+    Conv2d conv = random_conv(c.in, c.out, c.k, c.stride, c.pad, c.act, 11);
+    conv.weight = bf16_rounded(conv.weight);
+    bf->prepare(conv);
+    Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
+    round_bf16(x);
+    const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1,
+              Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+    Tensor y0 = Tensor::empty({c.B, Ho, Wo, c.out}), y1 = Tensor::empty(y0.shape),
+           y2 = Tensor::empty(y0.shape), y3 = Tensor::empty(y0.shape);
+    ref->conv2d(conv, x, y0);
+    bf->conv2d(conv, x, y1);
+    EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "k " << c.k << " stride " << c.stride;
+    // unrounded input: the bf16 path rounds it (differs from float32, by little)
+    Tensor xu = random_tensor({c.B, c.H, c.W, c.in}, 13);
+    bf->conv2d(conv, xu, y2);
+    f32->conv2d(conv, xu, y3);
+    const double d = max_abs_diff(y2, y3);
+    EXPECT_GT(d, 0.0) << "k " << c.k << ": the bf16 path did not run";
+    EXPECT_LE(d, 5e-2) << "k " << c.k;
+  }
+  EXPECT_GT(bf->weight_bytes(), 0u);
 }
 
 }  // namespace

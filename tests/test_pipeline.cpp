@@ -2,11 +2,14 @@
 // the 8-bit masks recorded in golden/pipeline (swin_v1_t, synthetic seed 0, 256x256).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
 #include "biref/pipeline.h"
+#include "eval/metrics.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 
@@ -49,7 +52,8 @@ TEST(Pipeline, MatchesOfficialMasksWithinOne) {
     const cv::Mat ref_mask = cv::imread(test::data_path("pipeline/" + c["mask"].get<std::string>()),
                                         cv::IMREAD_GRAYSCALE);
     ASSERT_EQ(ref_mask.total(), mask.pixels.size());
-    const test::ByteDiff bd = test::byte_diff(mask.pixels.data(), ref_mask.data, mask.pixels.size());
+    const test::ByteDiff bd =
+        test::byte_diff(mask.pixels.data(), ref_mask.data, mask.pixels.size());
     const int max_diff = bd.max;
     const int64_t differing = bd.count;
     std::printf(
@@ -74,6 +78,59 @@ TEST(Pipeline, MatchesOfficialMasksWithinOne) {
   EXPECT_EQ(n, 4);
   std::printf("pipeline masks: %lld of %lld pixels differ in all, at most %d allowed per image\n",
               (long long)total_differing, (long long)total_pixels, kMaxDifferingPixels);
+}
+
+// Precision::bf16 on the same cases: its masks against the float32 ones and the official ones,
+// and biref eval's metrics of the bf16 masks with the float32 masks as the ground truth.
+TEST(Pipeline, Bf16MasksAgainstFp32AndOfficial) {
+  if (cpu_isa() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 kernels on this CPU";
+  std::ifstream f(test::data_path("pipeline/cases.json"));
+  const auto cases = nlohmann::json::parse(f);
+  const std::string source = "synthetic:" + cases["backbone"].get<std::string>() + ":" +
+                             std::to_string(cases["seed"].get<int>());
+  LoadOptions o;
+  o.precision = Precision::bf16;
+  auto fp32 = Model::load(source), bf16 = Model::load(source, o);
+  EXPECT_EQ(bf16->info().precision, "bf16");
+  for (auto& [name, c] : cases["cases"].items()) {
+    const Image img = read_image(test::data_path("pipeline/" + c["image"].get<std::string>()));
+    const int W = c["model_size_wxh"][0], H = c["model_size_wxh"][1];
+    const HostTensor input = preprocess(img, W, H);
+    auto mask_of = [&](Model& m) {
+      return mask_from_probabilities(probabilities(m.forward(input), img.width, img.height),
+                                     img.width, img.height);
+    };
+    const Image a = mask_of(*fp32), b = mask_of(*bf16);
+    const cv::Mat official = cv::imread(test::data_path("pipeline/" + c["mask"].get<std::string>()),
+                                        cv::IMREAD_GRAYSCALE);
+    const test::ByteDiff vs_fp32 =
+        test::byte_diff(b.pixels.data(), a.pixels.data(), a.pixels.size());
+    const test::ByteDiff vs_official =
+        test::byte_diff(b.pixels.data(), official.data, a.pixels.size());
+    // The synthetic weights' masks are soft and nearly uniform, so a float32 mask as the ground
+    // truth says little; both are scored against the same (binarised) official mask instead and
+    // the scores compared.
+    const cv::Mat ma(img.height, img.width, CV_8UC1, const_cast<uint8_t*>(a.pixels.data())),
+        mb(img.height, img.width, CV_8UC1, const_cast<uint8_t*>(b.pixels.data()));
+    const unsigned groups = eval::kGroupF | eval::kGroupS | eval::kGroupMAE | eval::kGroupE;
+    const eval::ImageScores sa = eval::score_image(ma, official, groups),
+                            sb = eval::score_image(mb, official, groups);
+    // MAE, S and the mean measures move with the mask's values; maxF / maxE with where one level
+    // crosses a threshold, which on these nearly uniform masks is a large step
+    double worst = 0;
+    for (eval::Key k : {eval::kMeanF, eval::kMeanE, eval::kS, eval::kMAE})
+      worst = std::max(worst, std::fabs(sa.values[k] - sb.values[k]));
+    std::printf(
+        "pipeline bf16 %-12s vs fp32: max diff %d, %.2f%% of pixels differ (vs official: max diff "
+        "%d); metrics, fp32 -> bf16: MAE %.5f -> %.5f, S %.5f -> %.5f, maxF %.5f -> %.5f; largest "
+        "change of MAE, S, meanF, meanE %.1e\n",
+        name.c_str(), vs_fp32.max, 100.0 * double(vs_fp32.count) / double(a.pixels.size()),
+        vs_official.max, sa.values[eval::kMAE], sb.values[eval::kMAE], sa.values[eval::kS],
+        sb.values[eval::kS], sa.values[eval::kMaxF], sb.values[eval::kMaxF], worst);
+    EXPECT_LE(vs_fp32.max, 2) << name;
+    EXPECT_LE(worst, 2e-3) << name;
+    EXPECT_LE(std::fabs(sa.values[eval::kMaxF] - sb.values[eval::kMaxF]), 5e-2) << name;
+  }
 }
 
 TEST(Pipeline, RejectsBadImagesAndSizes) {

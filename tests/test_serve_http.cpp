@@ -567,3 +567,28 @@ TEST(ServeProcess, RembgUrlFormFetchesOnlyFromAllowedHosts) {
 
 }  // namespace
 }  // namespace biref
+
+namespace biref {
+namespace {
+
+// --precision bf16: the answer equals the CLI's at the same precision, and its version says bf16
+// (so a cache shared with float32 servers keeps the two apart).
+TEST(ServeBf16, AnswersAtBf16AndSayWhichInTheVersion) {
+  if (cpu_isa() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 kernels on this CPU";
+  test::ServeProcess server(
+      {"--model", "tiny=" + kModel, "--size", "256x256", "--precision", "bf16"});
+  const HttpResult r = http_request(server.port(), "POST", "/v1/segment?output=mask",
+                                    image_bytes("astronaut.jpg"), {"Content-Type: image/jpeg"});
+  ASSERT_EQ(r.status, 200) << describe(r);
+  EXPECT_EQ(r.header("x-biref-model-version"), "synthetic+bf16");
+  const test::TempDir dir("biref-serve-bf16");
+  const std::string out = dir / "mask.png";
+  const auto cli =
+      test::run_cli("segment " + test::data_path("pipeline/astronaut.jpg") + " --model " + kModel +
+                    " --size 256x256 --precision bf16 -o " + out);
+  ASSERT_EQ(cli.code, 0) << cli.err;
+  EXPECT_TRUE(test::read_file(out) == r.body) << "the server's bf16 PNG differs from the CLI's";
+}
+
+}  // namespace
+}  // namespace biref

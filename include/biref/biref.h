@@ -31,8 +31,22 @@ enum class Device {
   Reference,  // naive loops in double: slow, the oracle the fast kernels are tested against
 };
 
+// The arithmetic of the CPU backend's matrix products.
+enum class Precision {
+  fp32,  // float32 throughout (the default): the official model to float precision
+  bf16,  // linears, 1×1 convolutions and the deformable convolutions' GEMM with weights and
+         // activations in bfloat16, products summed in float32 (AVX512_BF16 only); LayerNorm,
+         // attention, softmax, the other convolutions and the residual sums in float32
+};
+// "fp32", "bf16"; parse_precision throws biref::Error naming an unknown value.
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& name);
+
 struct LoadOptions {
   Device device = Device::Cpu;
+  // bf16 needs a CPU with AVX512_BF16 (biref/isa.h: cpu_isa() == avx512_bf16) and the CPU
+  // device; otherwise Model::load throws biref::Error saying so.
+  Precision precision = Precision::fp32;
   // Threads for the CPU backend. 0: automatic (biref/threads.h): up to the CPUs the process may
   // use (affinity mask, cgroup quota; OMP_NUM_THREADS fixes it), and before each pass fewer when
   // other processes are using some of them. N: always N. The count applies to the thread that
@@ -59,6 +73,7 @@ struct ModelInfo {
   std::string description;  // the full detected configuration
   std::string device;       // the backend that runs it
   std::string isa;          // the CPU kernels' instruction set ("avx512"); "" on the reference
+  std::string precision;    // "fp32" or "bf16"
   int64_t parameters = 0;   // parameters used at inference
   std::string threads;      // how the thread count is chosen, e.g. "automatic, up to 2: ..."
   // Where Model::load spent its time: "read" (open the file, parse its header or pickle, detect

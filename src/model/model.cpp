@@ -124,6 +124,16 @@ Model::~Model() {
   malloc_trim(0);
 }
 
+const char* precision_name(Precision p) {
+  return p == Precision::bf16 ? "bf16" : "fp32";
+}
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "bf16") return Precision::bf16;
+  fail("precision '", name, "' is not fp32 or bf16");
+}
+
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
   check_threads(options.threads, "threads");
   BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
@@ -138,12 +148,18 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
   } restore{before};
   auto net = std::make_shared<BiRefNet>();
   if (options.device == Device::Reference) {
+    BIREF_CHECK(options.precision == Precision::fp32,
+                "precision bf16 runs on the CPU device only (the reference backend is double)");
     impl->backend = make_ref_backend();
   } else {
     const CpuIsa isa = options.isa.value_or(cpu_isa());
-    impl->backend = make_cpu_backend(isa);
+    BIREF_CHECK(options.precision != Precision::bf16 || isa >= CpuIsa::avx512_bf16,
+                "precision bf16 needs a CPU with AVX512_BF16; the kernels here are ",
+                cpu_isa_name(isa), isa == cpu_isa_supported() ? " (this CPU's best)" : "");
+    impl->backend = make_cpu_backend(isa, options.precision);
     impl->info.isa = cpu_isa_name(isa);
   }
+  impl->info.precision = precision_name(options.precision);
   Backend& be = *impl->backend;
   auto t0 = std::chrono::steady_clock::now();
   auto lap = [&](const char* stage) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "biref/biref.h"
 #include "biref/isa.h"
 #include "core/tensor.h"
 #include "ops/layers.h"
@@ -114,8 +115,11 @@ class Backend {
 
 std::unique_ptr<Backend> make_ref_backend();
 // The CPU backend with the kernels of cpu_isa(), or of `isa` (at most cpu_isa_supported()).
+// Precision::bf16 (isa avx512_bf16 only) packs the linears, 1×1 convolutions and deformable
+// GEMMs it prepares to bfloat16 and runs them on the BF16 GEMM (cpu/gemm_bf16.h); a layer it
+// did not prepare runs in float32.
 std::unique_ptr<Backend> make_cpu_backend();
-std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa);
+std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa, Precision precision = Precision::fp32);
 
 // The CPU backend's resize kernel, for callers outside a model (the pipeline's postprocessing).
 void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y);

@@ -346,8 +346,10 @@ struct Service::Impl {
     const auto t0 = Clock::now();
     auto lm = std::make_shared<LoadedModel>();
     const std::string path = resolve_model_source(spec.source);
-    lm->model = std::shared_ptr<Model>(Model::load(path).release());
-    lm->version = version_of(path);
+    LoadOptions lo;
+    lo.precision = options.precision;
+    lm->model = std::shared_ptr<Model>(Model::load(path, lo).release());
+    lm->version = version_of(path) + (options.precision == Precision::bf16 ? "+bf16" : "");
     lm->backbone = lm->model->info().backbone;
     const std::string name = spec.name;
     lm->batcher =

@@ -48,6 +48,9 @@ struct ServiceOptions {
   // one unloads the least recently used others first (the file's size is the estimate before
   // the load, the packed size after it).
   size_t memory_budget_bytes = 0;
+  // The models' arithmetic (biref.h); bf16 models answer with "+bf16" after their version, so
+  // caches shared with float32 instances never mix the two.
+  Precision precision = Precision::fp32;
   BatcherOptions batcher;        // per model
   int decode_threads = 1;        // decode, render and encode (each with one OpenMP thread)
   size_t decode_queue = 64;      // requests waiting to be decoded; more: 503

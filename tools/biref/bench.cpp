@@ -71,6 +71,7 @@ struct BenchOptions {
   std::string sizes;  // "W1xH1,W2xH2,...": a cycle of mixed sizes after the fixed-size runs
   int runs = 5, warmup = 1, threads = 0, batch = 1;
   bool json = false, reference = false, profile = false;
+  std::string precision = "fp32";
   int busy = 0;       // busy-looping threads of another process beside the run
   int procs = 1;      // copies of the benchmark at once
   bool copy = false;  // this process is one of those copies: JSON, no sgemm
@@ -151,6 +152,7 @@ int run_bench(const BenchOptions& o) {
   biref::LoadOptions lo;
   lo.threads = o.threads;
   lo.device = o.reference ? biref::Device::Reference : biref::Device::Cpu;
+  lo.precision = biref::parse_precision(o.precision);
   const auto t_load = Clock::now();
   auto model = biref::Model::load(o.model, lo);
   const double load_ms = ms_since(t_load);
@@ -233,6 +235,7 @@ int run_bench(const BenchOptions& o) {
   j["backbone"] = info.backbone;
   j["device"] = info.device;
   j["isa"] = info.isa;
+  j["precision"] = info.precision;
   j["threads"] = info.threads;
   j["omp_wait"] = biref::omp_wait_setting();
   j["threads_per_run"] = run_threads;
@@ -291,6 +294,7 @@ int run_bench(const BenchOptions& o) {
   }
   std::printf("%s %dx%d batch %d, %s\n", info.backbone.c_str(), W, H, o.batch, info.device.c_str());
   std::printf("  kernels         %s\n", kernels_line(info).c_str());
+  std::printf("  precision       %s\n", info.precision.c_str());
   std::printf("  threads         %s; ran %s\n", info.threads.c_str(),
               threads_summary(run_threads).c_str());
   std::printf("  OpenMP wait     %s\n", biref::omp_wait_setting().c_str());
@@ -343,6 +347,8 @@ int run_scenario(const BenchOptions& o) {
                                 std::to_string(o.threads),
                                 "--batch",
                                 std::to_string(o.batch),
+                                "--precision",
+                                o.precision,
                                 "--json",
                                 "--copy"};
   if (o.reference) args.push_back("--reference");
@@ -428,6 +434,10 @@ BIREF_COMMAND(
       app.add_option("--threads,-t", o->threads, "threads (0: all cores)")->capture_default_str();
       app.add_option("--batch,-b", o->batch, "batch size")->capture_default_str();
       app.add_flag("--reference", o->reference, "run the naive reference kernels");
+      app.add_option("--precision", o->precision,
+                     "fp32, or bf16: the matrix products in bfloat16 (AVX512_BF16)")
+          ->check(CLI::IsMember({"fp32", "bf16"}))
+          ->capture_default_str();
       app.add_flag("--json", o->json, "print one JSON object");
       app.add_flag("--profile", o->profile, "time every op kind (last run)");
       app.add_option("--busy", o->busy,

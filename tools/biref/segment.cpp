@@ -36,6 +36,7 @@ double seconds_since(Clock::time_point t) {
 struct SegmentOptions {
   std::vector<std::string> inputs, models;
   std::string output, size, dump;
+  std::string precision = "fp32";
   bool size_given = false;  // else the first model's native size
   std::string outputs = "mask", bg_color = "white", bg_image;
   int threshold = -1;                         // < 0: a soft mask
@@ -237,6 +238,7 @@ int run_segment(const SegmentOptions& o) {
 
   biref::LoadOptions lo;
   lo.threads = o.threads;
+  lo.precision = biref::parse_precision(o.precision);
   const auto t_load = Clock::now();
   std::vector<std::unique_ptr<biref::Model>> models;
   std::vector<biref::Model*> model_ptrs;
@@ -498,6 +500,11 @@ BIREF_COMMAND(
       app.add_flag("--skip-existing", o->skip_existing,
                    "skip images whose outputs all exist (resume an interrupted run)");
       app.add_option("-t,--threads", o->threads, "threads (0: all cores)");
+      app.add_option("--precision", o->precision,
+                     "fp32, or bf16: the matrix products in bfloat16 (AVX512_BF16; see "
+                     "docs/performance.md for its accuracy)")
+          ->check(CLI::IsMember({"fp32", "bf16"}))
+          ->capture_default_str();
       biref::cli::add_max_image_pixels(app, o->max_image_pixels);
       app.add_flag("-q,--quiet", o->quiet, "print only errors");
       app.add_option("--dump", o->dump,

@@ -23,6 +23,7 @@ struct ServeOptions {
   double watch_s = 2, budget_mb = 0;
   std::string host = "127.0.0.1";
   int port = 8080;
+  std::string precision = "fp32";
   int workers = 1, max_batch = 1, io_threads = 1, decode_threads = 1, threads = 0;
   double max_wait_ms = 5;
   size_t queue = 32;
@@ -59,6 +60,7 @@ int run_serve(const ServeOptions& o) {
   BIREF_CHECK(o.cache_mb >= 0, "--cache-mb ", o.cache_mb, " is negative");
   BIREF_CHECK(o.max_body_mb > 0, "--max-body-mb must be positive");
   BIREF_CHECK(o.queue >= 1, "--queue must be at least 1");
+  so.precision = biref::parse_precision(o.precision);
   so.batcher.workers = o.workers;
   biref::check_threads(o.threads, "--threads");
   so.batcher.threads_per_worker = o.threads;
@@ -159,6 +161,9 @@ BIREF_COMMAND(
       app.add_option("--threads", o->threads,
                      "OpenMP threads of each worker (default: the cores / --workers; in a "
                      "container, its CPU limit / --workers)");
+      app.add_option("--precision", o->precision,
+                     "fp32 (default), or bf16: the matrix products in bfloat16 (AVX512_BF16)")
+          ->check(CLI::IsMember({"fp32", "bf16"}));
       app.add_option("--max-batch", o->max_batch, "images per model batch at most (default 1)")
           ->check(CLI::Range(1, 64));
       app.add_option("--max-wait-ms", o->max_wait_ms,

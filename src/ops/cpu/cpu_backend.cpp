@@ -11,6 +11,7 @@
 #include <map>
 
 #include "core/check.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/onednn.h"
 #include "ops/ops.h"
@@ -28,25 +29,32 @@ struct CpuWeights {
   std::map<uint64_t, std::vector<float>> tap_major;   // conv_single_output weights
   std::map<uint64_t, std::vector<float>> input_conv;  // conv_pair's first convolution
   std::map<uint64_t, Linear> conv_linears;
+  // Precision::bf16: the bfloat16 copies of the linears (by Linear id), instead of oneDNN's.
+  std::map<uint64_t, cpu::PackedBf16> bf16;
+  // Precision::bf16: the k×k convolutions as GEMMs over columns (by conv id).
+  std::map<uint64_t, Linear> conv_gemms;
 };
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const cpu::Kernels& k,
-                      std::shared_ptr<CpuWeights> w = std::make_shared<CpuWeights>())
-      : k_(k), w_(std::move(w)), dnn_(w_->dnn) {}
+  CpuBackend(const cpu::Kernels& k, Precision precision,
+             std::shared_ptr<CpuWeights> w = std::make_shared<CpuWeights>())
+      : k_(k), precision_(precision), w_(std::move(w)), dnn_(w_->dnn) {}
   const char* name() const override { return "cpu (oneDNN + OpenMP)"; }
-  std::unique_ptr<Backend> fork() const override { return std::make_unique<CpuBackend>(k_, w_); }
+  std::unique_ptr<Backend> fork() const override {
+    return std::make_unique<CpuBackend>(k_, precision_, w_);
+  }
   size_t weight_bytes() const override {
     size_t n = w_->dnn->bytes();
     for (const auto& [id, v] : w_->tap_major) n += v.size() * sizeof(float);
     for (const auto& [id, v] : w_->input_conv) n += v.size() * sizeof(float);
+    for (const auto& [id, p] : w_->bf16) n += p.bytes();
     return n;
   }
 
   void linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
               Act act, bool accumulate) override {
-    dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
+    run_linear(l, x, rows, ldx, y, ldy, act, accumulate);
   }
 
   void conv2d(const Conv2d& c, const Tensor& x, Tensor& y) override {
@@ -54,9 +62,11 @@ class CpuBackend final : public Backend {
                 x.dim(3), " channels, expected ", c.in);
     if (is_pointwise(c)) {
       // a 1×1 convolution over NHWC pixels is a matmul over rows
-      dnn_.linear(as_linear(c), x.data, x.numel() / c.in, c.in, y.data, c.out, c.act, false);
+      run_linear(as_linear(c), x.data, x.numel() / c.in, c.in, y.data, c.out, c.act, false);
     } else if (cpu::is_single_output(c)) {
       k_.conv_single_output(c, tap_major(c).data(), x, y);  // oneDNN: ~3 GFLOP/s on these
+    } else if (auto it = conv_gemms_.find(c.id.value); it != conv_gemms_.end()) {
+      conv_as_gemm(c, it->second, x, y);
     } else {
       dnn_.conv2d(c, x, y);
     }
@@ -64,7 +74,14 @@ class CpuBackend final : public Backend {
 
   // Weights are packed at load into the layouts the kernels use; the plain copies can go.
   bool owns_weights() const override { return true; }
-  void prepare(const Linear& l) override { dnn_.prepare(l); }
+  void prepare(const Linear& l) override {
+    if (precision_ == Precision::bf16) {
+      bf16_.insert_or_assign(l.id.value,
+                             cpu::avx512_bf16::pack_bf16(l.weight_data(), l.out, l.in, l.bias));
+    } else {
+      dnn_.prepare(l);
+    }
+  }
   // The plain weights are read from the layer (or its file mapping) through one staging buffer
   // reused by every layer, not copied into fresh memory per layer: on a virtual machine each
   // fresh page costs a fault of microseconds, and the convolutions are 67 MB for swin_v1_t.
@@ -75,6 +92,11 @@ class CpuBackend final : public Backend {
       pack_from(l, c.folded_weight(stage_));
     } else if (cpu::is_single_output(c)) {
       tap_major(c);
+    } else if (precision_ == Precision::bf16) {
+      Linear& l = conv_gemms_.emplace(c.id.value, conv_gemm_shape(c)).first->second;
+      float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
+      k_.conv_gemm_weights(c, c.folded_weight(stage_), permuted);
+      pack_from(l, permuted);
     } else {
       dnn_.prepare(c, c.folded_weight(stage_));
     }
@@ -162,7 +184,7 @@ class CpuBackend final : public Backend {
         std::memcpy(cat + t * Ccat + 4 * planes, pooled.data + b * planes,
                     size_t(planes) * sizeof(float));
       }
-      dnn_.linear(head, cat, np, Ccat, y.data + p0 * conv1.out, conv1.out, conv1.act, false);
+      run_linear(head, cat, np, Ccat, y.data + p0 * conv1.out, conv1.out, conv1.act, false);
     }
   }
 
@@ -183,6 +205,54 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // A linear on its bfloat16 copy when there is one (Precision::bf16, prepared), else oneDNN's.
+  void run_linear(const Linear& l, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
+                  Act act, bool accumulate) {
+    if (precision_ == Precision::bf16) {
+      auto it = bf16_.find(l.id.value);
+      if (it != bf16_.end()) {
+        cpu::avx512_bf16::gemm_bf16(it->second, x, rows, ldx, y, ldy, act, accumulate,
+                                    bf16_scratch_);
+        return;
+      }
+    }
+    dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
+  }
+
+  // y = c(x) as tiles of im2col columns [tile, k²·in] times the GEMM form of the weight,
+  // written straight into y's rows.
+  void conv_as_gemm(const Conv2d& c, const Linear& gemm, const Tensor& x, Tensor& y) {
+    const int64_t Ho = y.dim(1), Wo = y.dim(2), P = y.dim(0) * Ho * Wo;
+    const int64_t K = gemm.in, tile = k_.conv_tile(c);
+    auto packed = bf16_.find(gemm.id.value);
+    if (packed != bf16_.end()) {  // columns gathered straight into bfloat16
+      const cpu::PackedBf16& w = packed->second;
+      if (cols_bf16_.size() < size_t(std::min(tile, P) * w.kp))
+        cols_bf16_.resize(size_t(std::min(tile, P) * w.kp));
+      for (int64_t p0 = 0; p0 < P; p0 += tile) {
+        const int64_t np = std::min(tile, P - p0);
+        cpu::avx512_bf16::conv_columns_bf16(c, x, Ho, Wo, p0, np, w.kp, cols_bf16_.data());
+        cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, y.data + p0 * c.out, c.out,
+                                         c.act, false, bf16_scratch_);
+      }
+      return;
+    }
+    if (cols_.size() < size_t(std::min(tile, P) * K)) cols_.resize(size_t(std::min(tile, P) * K));
+    for (int64_t p0 = 0; p0 < P; p0 += tile) {
+      const int64_t np = std::min(tile, P - p0);
+      k_.conv_columns(c, x, Ho, Wo, p0, np, cols_.data());
+      run_linear(gemm, cols_.data(), np, K, y.data + p0 * c.out, c.out, c.act, false);
+    }
+  }
+  static Linear conv_gemm_shape(const Conv2d& c) {
+    Linear l;
+    l.name = c.name;
+    l.in = c.k * c.k * c.in;
+    l.out = c.out;
+    l.bias = c.bias;
+    return l;
+  }
+
   static bool is_pointwise(const Conv2d& c) {
     return c.k == 1 && c.stride == 1 && c.pad == 0;
   }
@@ -215,7 +285,7 @@ class CpuBackend final : public Backend {
     // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy.
     const int64_t Co = gemm.out;
     if (tile_out_.size() < size_t(np * Co)) tile_out_.resize(size_t(np * Co));
-    dnn_.linear(gemm, cols, np, K, tile_out_.data(), Co, d.regular.act, false);
+    run_linear(gemm, cols, np, K, tile_out_.data(), Co, d.regular.act, false);
     const float* src = tile_out_.data();
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < np; ++t)
@@ -225,7 +295,7 @@ class CpuBackend final : public Backend {
   // Packs `l` from `weights` [out, in] (valid for this call only).
   void pack_from(Linear& l, const float* weights) {
     l.mapped_weight = {weights, size_t(l.in) * l.out, nullptr};
-    dnn_.prepare(l);
+    prepare(l);
     l.mapped_weight = {};
   }
 
@@ -267,16 +337,21 @@ class CpuBackend final : public Backend {
     return deform_gemms_.emplace(d.id.value, std::move(l)).first->second;
   }
 
-  const cpu::Kernels& k_;          // this CPU's kernels (or the level asked for)
+  const cpu::Kernels& k_;  // this CPU's kernels (or the level asked for)
+  const Precision precision_;
   std::shared_ptr<CpuWeights> w_;  // shared with the forks
   std::map<uint64_t, Linear>& deform_gemms_ = w_->deform_gemms;
   std::map<uint64_t, std::vector<float>>& tap_major_ = w_->tap_major;
   std::map<uint64_t, std::vector<float>>& input_conv_ = w_->input_conv;
   std::map<uint64_t, Linear>& conv_linears_ = w_->conv_linears;
+  std::map<uint64_t, cpu::PackedBf16>& bf16_ = w_->bf16;
+  std::map<uint64_t, Linear>& conv_gemms_ = w_->conv_gemms;
   cpu::OneDnn dnn_;  // this executor's stream and primitives
   std::vector<float> cols_, tile_out_, cat_tile_;
   HugeBuffer stage_, gemm_stage_;  // plain weights while packing
   cpu::Scratch scratch_;
+  cpu::Bf16Scratch bf16_scratch_;
+  std::vector<uint16_t> cols_bf16_;
 };
 
 }  // namespace
@@ -285,11 +360,13 @@ std::unique_ptr<Backend> make_cpu_backend() {
   return make_cpu_backend(cpu_isa());
 }
 
-std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa) {
+std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa, Precision precision) {
   BIREF_CHECK(isa <= cpu_isa_supported(), "the CPU backend at ", cpu_isa_name(isa),
               ": this CPU supports at most ", cpu_isa_name(cpu_isa_supported()));
+  BIREF_CHECK(precision == Precision::fp32 || isa >= CpuIsa::avx512_bf16,
+              "precision bf16 needs AVX512_BF16; the CPU backend here runs at ", cpu_isa_name(isa));
   cpu::limit_onednn_isa();
-  return std::make_unique<CpuBackend>(cpu::kernels(isa));
+  return std::make_unique<CpuBackend>(cpu::kernels(isa), precision);
 }
 
 void cpu_resize_bilinear_ac(const Tensor& x, Tensor& y) {

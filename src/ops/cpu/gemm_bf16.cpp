@@ -15,6 +15,11 @@
 
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/isa_begin.h"
+
+#if !defined(__clang__)
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps) when these are inlined.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "ops/cpu/vec_math.h"
 
 namespace biref::cpu::BIREF_ISA {
@@ -24,16 +29,61 @@ namespace {
 constexpr int kPanel = 64;         // columns per panel (4 vectors)
 constexpr int64_t kRowBlock = 48;  // rows per block: 8 tiles of 6
 
-// 0.5·x·(1 + erf(x/√2)); erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7).
-inline float gelu_erf(float x) {
-  const float z = x * 0.70710678118654752f;
-  const float az = std::fabs(z);
-  const float t = 1.f / (1.f + 0.3275911f * az);
-  const float poly =
-      t * (0.254829592f +
-           t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  const float e = 1.f - poly * fast_exp(-az * az);
-  return 0.5f * x * (1.f + (z < 0 ? -e : e));
+// e^x as fast_exp (vec_math.h) on 16 lanes: Cody-Waite reduction, the same degree-6
+// polynomial, 2^n by vscalefps.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.f)), _mm512_set1_ps(-87.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// gelu_erf on 16 lanes; 1/(1 + p·|z|) by vrcp14ps and one Newton step (relative error ~1e-8).
+inline __m512 gelu16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+  const __m512 az = _mm512_abs_ps(z);
+  const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), az, one);
+  __m512 t = _mm512_rcp14_ps(d);
+  t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.f)));
+  __m512 poly = _mm512_set1_ps(1.061405429f);
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-1.453152027f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
+  poly = _mm512_mul_ps(poly, t);
+  const __m512 e =
+      _mm512_fnmadd_ps(poly, exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), az), az)), one);
+  // erf(z) = sign(z)·e
+  const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(
+      _mm512_castps_si512(e),
+      _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(int32_t(0x80000000u)))));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(one, erf));
+}
+
+inline __m512 activate(__m512 v, Act act) {
+  switch (act) {
+    case Act::None:
+      return v;
+    case Act::Relu:
+      return _mm512_max_ps(v, _mm512_setzero_ps());
+    case Act::Gelu:
+      return gelu16(v);
+    case Act::Sigmoid:
+      return _mm512_div_ps(
+          _mm512_set1_ps(1.f),
+          _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+  }
+  return v;
 }
 
 // x rows [m0, m0 + mr) to bf16 rows of kp (zero padded).
@@ -75,37 +125,23 @@ void tile(const uint16_t* a, int64_t kp, const uint16_t* panel, int64_t n0, int6
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
     }
   }
-  // Epilogue in float32: bias, activation, residual sum; columns past n are not written.
-  alignas(64) float row[NV * 16];
-  const int cols = int(std::min<int64_t>(NV * 16, n - n0));
+  // Epilogue in float32, in registers: bias, activation, residual sum; columns past n are not
+  // written (masked).
+  __mmask16 mask[NV];
+  __m512 bv[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int64_t left = n - n0 - 16 * v;
+    mask[v] = left >= 16  ? __mmask16(0xffff)
+              : left <= 0 ? __mmask16(0)
+                          : __mmask16((1u << left) - 1u);
+    bv[v] = bias ? _mm512_maskz_loadu_ps(mask[v], bias + n0 + 16 * v) : _mm512_setzero_ps();
+  }
   for (int r = 0; r < MR; ++r) {
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(row + v * 16, acc[r][v]);
     float* yr = y + r * ldy + n0;
-    const float* br = bias ? bias + n0 : nullptr;
-    switch (act) {
-      case Act::None:
-#pragma omp simd
-        for (int c = 0; c < cols; ++c) row[c] += br ? br[c] : 0.f;
-        break;
-      case Act::Relu:
-#pragma omp simd
-        for (int c = 0; c < cols; ++c) row[c] = std::max(row[c] + (br ? br[c] : 0.f), 0.f);
-        break;
-      case Act::Gelu:
-#pragma omp simd
-        for (int c = 0; c < cols; ++c) row[c] = gelu_erf(row[c] + (br ? br[c] : 0.f));
-        break;
-      case Act::Sigmoid:
-#pragma omp simd
-        for (int c = 0; c < cols; ++c)
-          row[c] = 1.f / (1.f + fast_exp(-(row[c] + (br ? br[c] : 0.f))));
-        break;
-    }
-    if (accumulate) {
-#pragma omp simd
-      for (int c = 0; c < cols; ++c) yr[c] += row[c];
-    } else {
-      std::memcpy(yr, row, size_t(cols) * sizeof(float));
+    for (int v = 0; v < NV; ++v) {
+      __m512 t = activate(_mm512_add_ps(acc[r][v], bv[v]), act);
+      if (accumulate) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask[v], yr + 16 * v));
+      _mm512_mask_storeu_ps(yr + 16 * v, mask[v], t);
     }
   }
 }
@@ -139,19 +175,31 @@ PackedBf16 pack_bf16(const float* w, int64_t n, int64_t k, const std::vector<flo
   const int64_t n16 = (n + 15) / 16 * 16;
   p.w.assign(size_t(n16 * p.kp), 0);
   p.bias = bias;
+#pragma omp parallel for schedule(dynamic)
   for (int64_t n0 = 0; n0 < n16; n0 += kPanel) {
     const int64_t wp = std::min<int64_t>(kPanel, n16 - n0);
     uint16_t* panel = p.w.data() + n0 * p.kp;
-    for (int64_t c = 0; c < wp && n0 + c < n; ++c) {
-      const float* wr = w + (n0 + c) * k;
-      for (int64_t i = 0; i < k; ++i) panel[((i / 2) * wp + c) * 2 + (i & 1)] = to_bf16(wr[i]);
+    const int64_t cols = std::min<int64_t>(wp, n - n0);
+    // written in order (one k pair of the panel after the other), read from `cols` rows at once
+    for (int64_t i = 0; i < k; i += 2) {
+      uint16_t* out = panel + (i / 2) * wp * 2;
+      for (int64_t c = 0; c < cols; ++c) {
+        const float* wr = w + (n0 + c) * k + i;
+        out[2 * c] = to_bf16(wr[0]);
+        out[2 * c + 1] = i + 1 < k ? to_bf16(wr[1]) : 0;
+      }
     }
   }
   return p;
 }
 
-void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
-               int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch) {
+namespace {
+
+// The driver: `rows_at(m0, mc, buffer)` gives the bf16 rows [m0, m0 + mc) (kp apart), either
+// converted into `buffer` or already there.
+template <typename RowsAt>
+void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act, bool accumulate,
+              Bf16Scratch& scratch, bool needs_buffer, RowsAt rows_at) {
   if (rows <= 0) return;
   const int64_t kp = w.kp, n16 = (w.n + 15) / 16 * 16;
   const int64_t panels = (n16 + kPanel - 1) / kPanel;
@@ -160,7 +208,7 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
   // Few row blocks (a small input): split the panels too, so every thread has work.
   const int64_t groups = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * threads) / blocks));
   const int64_t per_group = (panels + groups - 1) / groups;
-  const size_t per_thread = size_t(kRowBlock * kp);
+  const size_t per_thread = needs_buffer ? size_t(kRowBlock * kp) : 0;
   if (scratch.a.size() < per_thread * size_t(threads))
     scratch.a.resize(per_thread * size_t(threads));
   const float* bias = w.bias.empty() ? nullptr : w.bias.data();
@@ -168,8 +216,8 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
   for (int64_t task = 0; task < blocks * groups; ++task) {
     const int64_t blk = task / groups, grp = task % groups;
     const int64_t m0 = blk * kRowBlock, mc = std::min(kRowBlock, rows - m0);
-    uint16_t* a = scratch.a.data() + per_thread * size_t(omp_get_thread_num());
-    convert_rows(x + m0 * ldx, ldx, mc, w.k, kp, a);
+    const uint16_t* a =
+        rows_at(m0, mc, scratch.a.data() + per_thread * size_t(omp_get_thread_num()));
     const int64_t p_end = std::min(panels, (grp + 1) * per_group);
     for (int64_t pnl = grp * per_group; pnl < p_end; ++pnl) {
       const int64_t n0 = pnl * kPanel;
@@ -195,6 +243,56 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
         }
       }
     }
+  }
+}
+
+}  // namespace
+
+void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
+               int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch) {
+  run_gemm(w, rows, y, ldy, act, accumulate, scratch, true,
+           [&](int64_t m0, int64_t mc, uint16_t* buf) -> const uint16_t* {
+             convert_rows(x + m0 * ldx, ldx, mc, w.k, w.kp, buf);
+             return buf;
+           });
+}
+
+void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
+                    Act act, bool accumulate, Bf16Scratch& scratch) {
+  run_gemm(w, rows, y, ldy, act, accumulate, scratch, false,
+           [&](int64_t m0, int64_t, uint16_t*) { return a + m0 * w.kp; });
+}
+
+void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
+                       int64_t np, int64_t kp, uint16_t* cols) {
+  const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
+  const int k = c.k;
+  const int64_t K = int64_t(k) * k * Ci;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < np; ++t) {
+    const int64_t p = p0 + t, b = p / (Ho * Wo), yo = (p / Wo) % Ho, xo = p % Wo;
+    uint16_t* col = cols + t * kp;
+    for (int ky = 0; ky < k; ++ky) {
+      const int64_t yi = yo * c.stride - c.pad + ky;
+      for (int kx = 0; kx < k; ++kx, col += Ci) {
+        const int64_t xi = xo * c.stride - c.pad + kx;
+        if (yi < 0 || yi >= H || xi < 0 || xi >= W) {
+          std::memset(col, 0, size_t(Ci) * sizeof(uint16_t));
+          continue;
+        }
+        const float* src = x.data + ((b * H + yi) * W + xi) * Ci;
+        int64_t i = 0;
+        for (; i + 16 <= Ci; i += 16)
+          _mm256_storeu_si256((__m256i*)(col + i),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+        if (i < Ci) {
+          const __mmask16 m = __mmask16((1u << (Ci - i)) - 1u);
+          _mm256_mask_storeu_epi16(col + i, m,
+                                   (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
+        }
+      }
+    }
+    if (kp > K) cols[t * kp + K] = 0;
   }
 }
 

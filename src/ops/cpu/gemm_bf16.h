@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/tensor.h"
 #include "ops/layers.h"
 
 namespace biref::cpu {
@@ -32,6 +33,13 @@ PackedBf16 pack_bf16(const float* w, int64_t n, int64_t k, const std::vector<flo
 // y[m, :] (+)= act(x[m, :] · Wᵀ + b) for m < rows, strided rows, as Backend::linear.
 void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
                int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch);
+// The same from rows already in bfloat16, `a` [rows, w.kp].
+void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
+                    Act act, bool accumulate, Bf16Scratch& scratch);
+// conv_columns (kernel_list.h) converted to bfloat16 as it is gathered: rows of kp (k²·in,
+// padded to even with a zero).
+void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
+                       int64_t np, int64_t kp, uint16_t* cols);
 }  // namespace avx512_bf16
 
 // float32 -> bfloat16 bits, round to nearest even (NaN stays NaN), and back: the arithmetic the

@@ -18,6 +18,16 @@ void conv_single_output(const Conv2d& c, const float* wt, const Tensor& x, Tenso
 void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* wb, const Tensor& x,
                Tensor& y, Scratch& scratch);
 
+// conv_gemm.cpp — a convolution as a GEMM over tap-major columns (column n·in + c: tap n,
+// channel c), for Precision::bf16.
+// The weight [out, in, k, k] as the GEMM's [out, k²·in]: `out` holds out·k²·in floats.
+void conv_gemm_weights(const Conv2d& c, const float* w, float* out);
+// Output positions per tile: about 8 MB of columns.
+int64_t conv_tile(const Conv2d& c);
+// The columns [np, k²·in] of output positions [p0, p0 + np) of the flattened [B·Ho·Wo] output.
+void conv_columns(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
+                  int64_t np, float* cols);
+
 // deform.cpp
 // Positions per tile: about 8 MB of sampled columns.
 int64_t deform_tile(const DeformConv& d, int64_t Ci);

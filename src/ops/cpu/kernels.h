@@ -1,5 +1,6 @@
 // The CPU backend's own kernels (the ones oneDNN does not run), one file per op family:
 //   attention.cpp   Swin window attention
+//   conv_gemm.cpp   convolutions as a GEMM over im2col columns (the BF16 path)
 //   conv_small.cpp  the same-size convolution to one channel and the image-side pair before it
 //   deform.cpp      the deformable convolution's sampling and its GEMM's weight layout
 //   layout.cpp      window partition / reverse, patch merging, concat, broadcast, image patches
