@@ -8,6 +8,7 @@
 
 #include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/vec_level.h"
 #include "ops/cpu/vec_math.h"
 
 namespace biref::cpu::BIREF_ISA {
@@ -19,44 +20,69 @@ inline int region(int p, int n, int window, int shift) {
   return p < n - window ? 0 : (p < n - shift ? 1 : 2);
 }
 
-// s[4][64] (row stride ldS) = q[4][hd] · kt[hd][64] (row stride ldK), all in registers.
-void score_tile(const float* q, int hd, const float* kt, int ldK, float* s) {
-  using v16 = cpu::v16;
-  v16 acc[4][4] = {};
-  for (int d = 0; d < hd; ++d) {
-    const float* kr = kt + size_t(d) * ldK;
-    const v16 k0 = *cpu::v16_at(kr), k1 = *cpu::v16_at(kr + 16), k2 = *cpu::v16_at(kr + 32),
-              k3 = *cpu::v16_at(kr + 48);
-    for (int r = 0; r < 4; ++r) {
-      const float a = q[size_t(r) * hd + d];
-      acc[r][0] += a * k0;
-      acc[r][1] += a * k1;
-      acc[r][2] += a * k2;
-      acc[r][3] += a * k3;
-    }
-  }
-  for (int r = 0; r < 4; ++r)
-    for (int j = 0; j < 4; ++j) *cpu::v16_at(s + size_t(r) * ldK + 16 * j) = acc[r][j];
+// Register tiles per level, in the level's own vector width (a 64-byte v16 below AVX-512 is
+// lowered piecewise through memory): R query rows × C vectors of keys (or head dims) in
+// accumulators, sized to the registers: AVX-512 32 of 16 floats, AVX2 and SSE 16 of 8 and 4.
+#if defined(BIREF_ISA_AVX512)
+constexpr int kLanes = 16, kScoreRows = 4, kScoreVecs = 4, kPvRows = 4;
+#elif defined(BIREF_ISA_AVX2)
+constexpr int kLanes = 8, kScoreRows = 2, kScoreVecs = 4, kPvRows = 2;
+#else
+constexpr int kLanes = 4, kScoreRows = 1, kScoreVecs = 4, kPvRows = 1;
+#endif
+typedef float vec __attribute__((vector_size(4 * kLanes)));
+typedef float vec_u __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
+[[gnu::always_inline]] inline vec_u* at(float* p) {
+  return reinterpret_cast<vec_u*>(p);
+}
+[[gnu::always_inline]] inline const vec_u* at(const float* p) {
+  return reinterpret_cast<const vec_u*>(p);
 }
 
-// out[r][0:hd] (row stride ldo) = Σ_m p[r][m] · v[m][0:hd] for r < rows.
+// s[R][kLanes·C] (row stride ldK) = q[R][hd] · kt[hd][kLanes·C] (row stride ldK), in registers.
+template <int R, int C>
+void score_sub(const float* q, int hd, const float* kt, int ldK, float* s) {
+  vec acc[R][C] = {};
+  for (int d = 0; d < hd; ++d) {
+    const float* kr = kt + size_t(d) * ldK;
+    vec k[C];
+    for (int c = 0; c < C; ++c) k[c] = *at(kr + kLanes * c);
+    for (int r = 0; r < R; ++r) {
+      const float a = q[size_t(r) * hd + d];
+      for (int c = 0; c < C; ++c) acc[r][c] += a * k[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) *at(s + size_t(r) * ldK + kLanes * c) = acc[r][c];
+}
+
+// s[4][64] = q[4][hd] · kt[hd][64], in the level's register tiles.
+void score_tile(const float* q, int hd, const float* kt, int ldK, float* s) {
+  constexpr int keys = kLanes * kScoreVecs;
+  for (int r0 = 0; r0 < 4; r0 += kScoreRows)
+    for (int c0 = 0; c0 < 64; c0 += keys)
+      score_sub<kScoreRows, kScoreVecs>(q + size_t(r0) * hd, hd, kt + c0, ldK,
+                                        s + size_t(r0) * ldK + c0);
+}
+
+// out[r][0:hd] (row stride ldo) = Σ_m p[r][m] · v[m][0:hd] for r < rows (p has 4 rows).
 template <int HD>
 void pv_tile(const float* p, int ldp, int N, const float* v, int hd_rt, int rows, float* out,
              int ldo) {
   if constexpr (HD == 32) {
-    using v16 = cpu::v16;
-    v16 acc[4][2] = {};
-    for (int m = 0; m < N; ++m) {
-      const v16 v0 = *cpu::v16_at(v + size_t(m) * 32), v1 = *cpu::v16_at(v + size_t(m) * 32 + 16);
-      for (int r = 0; r < 4; ++r) {
-        const float a = p[size_t(r) * ldp + m];
-        acc[r][0] += a * v0;
-        acc[r][1] += a * v1;
+    constexpr int V = 32 / kLanes;
+    for (int r0 = 0; r0 < rows; r0 += kPvRows) {
+      vec acc[kPvRows][V] = {};
+      for (int m = 0; m < N; ++m) {
+        vec vv[V];
+        for (int j = 0; j < V; ++j) vv[j] = *at(v + size_t(m) * 32 + kLanes * j);
+        for (int r = 0; r < kPvRows; ++r) {
+          const float a = p[size_t(r0 + r) * ldp + m];
+          for (int j = 0; j < V; ++j) acc[r][j] += a * vv[j];
+        }
       }
-    }
-    for (int r = 0; r < rows; ++r) {
-      *cpu::v16_at(out + size_t(r) * ldo) = acc[r][0];
-      *cpu::v16_at(out + size_t(r) * ldo + 16) = acc[r][1];
+      for (int r = 0; r < kPvRows && r0 + r < rows; ++r)
+        for (int j = 0; j < V; ++j) *at(out + size_t(r0 + r) * ldo + kLanes * j) = acc[r][j];
     }
   } else {
     for (int r = 0; r < rows; ++r) {

@@ -9,6 +9,7 @@
 
 #include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/vec_level.h"
 #include "ops/cpu/vec_math.h"
 
 namespace biref::cpu::BIREF_ISA {
@@ -39,7 +40,7 @@ void single_output_row(const Conv2d& c, const float* wt, const float* const* row
                        int64_t Ci, float* out) {
   const float bias = c.bias.empty() ? 0.f : c.bias[0];
   for (int64_t ox = 0; ox < W; ++ox) {
-    cpu::v16 acc = {};
+    vec acc = {};
     for (int ky = 0; ky < c.k; ++ky) {
       if (!rows[ky]) continue;
       for (int kx = 0; kx < c.k; ++kx) {
@@ -47,11 +48,11 @@ void single_output_row(const Conv2d& c, const float* wt, const float* const* row
         if (ix < 0 || ix >= W) continue;
         const float* xp = rows[ky] + ix * Ci;
         const float* wp = wt + size_t(ky * c.k + kx) * Ci;
-        for (int64_t i = 0; i < Ci; i += 16) acc += *cpu::v16_at(xp + i) * *cpu::v16_at(wp + i);
+        for (int64_t i = 0; i < Ci; i += kLanes) acc += *at(xp + i) * *at(wp + i);
       }
     }
     float v = bias;
-    for (int j = 0; j < 16; ++j) v += acc[j];
+    for (int j = 0; j < kLanes; ++j) v += acc[j];
     if (c.act == Act::Relu) v = std::max(v, 0.f);
     if (c.act == Act::Sigmoid) v = 1.f / (1.f + std::exp(-v));
     if (c.act == Act::Gelu) v = 0.5f * v * (1.f + std::erf(v * 0.70710678f));
@@ -103,9 +104,10 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
           float* o = mrow + mx * Cm;
           // 64 output channels at a time in four registers; the taps stream past them
           for (int64_t c0 = 0; c0 < Cm; c0 += 64) {
-            const int nv = int(std::min<int64_t>(4, (Cm - c0) / 16));
-            cpu::v16 acc[4];
-            for (int j = 0; j < nv; ++j) acc[j] = *cpu::v16_at(a.bias.data() + c0 + 16 * j);
+            constexpr int kMaxV = 64 / kLanes;
+            const int nv = int(std::min<int64_t>(64, Cm - c0) / kLanes);
+            vec acc[kMaxV];
+            for (int j = 0; j < nv; ++j) acc[j] = *at(a.bias.data() + c0 + kLanes * j);
             for (int ky = 0; ky < a.k; ++ky) {
               const int64_t iy = my - a.pad + ky;
               if (iy < 0 || iy >= H) continue;
@@ -117,13 +119,13 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
                 for (int64_t ci = 0; ci < Ci; ++ci) {
                   const float v = xp[ci];
                   const float* wr = wp + ci * Cm;
-                  for (int j = 0; j < nv; ++j) acc[j] += v * *cpu::v16_at(wr + 16 * j);
+                  for (int j = 0; j < nv; ++j) acc[j] += v * *at(wr + kLanes * j);
                 }
               }
             }
             for (int j = 0; j < nv; ++j) {
               if (a.act == Act::Relu) acc[j] = acc[j] > 0.f ? acc[j] : 0.f;
-              *cpu::v16_at(o + c0 + 16 * j) = acc[j];
+              *at(o + c0 + kLanes * j) = acc[j];
             }
           }
         }
