@@ -24,20 +24,12 @@ inline int region(int p, int n, int window, int shift) {
 // lowered piecewise through memory): R query rows × C vectors of keys (or head dims) in
 // accumulators, sized to the registers: AVX-512 32 of 16 floats, AVX2 and SSE 16 of 8 and 4.
 #if defined(BIREF_ISA_AVX512)
-constexpr int kLanes = 16, kScoreRows = 4, kScoreVecs = 4, kPvRows = 4;
+constexpr int kScoreRows = 4, kScoreVecs = 4, kPvRows = 4;
 #elif defined(BIREF_ISA_AVX2)
-constexpr int kLanes = 8, kScoreRows = 2, kScoreVecs = 4, kPvRows = 2;
+constexpr int kScoreRows = 2, kScoreVecs = 4, kPvRows = 2;
 #else
-constexpr int kLanes = 4, kScoreRows = 1, kScoreVecs = 4, kPvRows = 1;
+constexpr int kScoreRows = 1, kScoreVecs = 4, kPvRows = 1;
 #endif
-typedef float vec __attribute__((vector_size(4 * kLanes)));
-typedef float vec_u __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
-[[gnu::always_inline]] inline vec_u* at(float* p) {
-  return reinterpret_cast<vec_u*>(p);
-}
-[[gnu::always_inline]] inline const vec_u* at(const float* p) {
-  return reinterpret_cast<const vec_u*>(p);
-}
 
 // s[R][kLanes·C] (row stride ldK) = q[R][hd] · kt[hd][kLanes·C] (row stride ldK), in registers.
 template <int R, int C>

@@ -219,29 +219,20 @@ class CpuBackend final : public Backend {
     dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
   }
 
-  // y = c(x) as tiles of im2col columns [tile, k²·in] times the GEMM form of the weight,
-  // written straight into y's rows.
+  // y = c(x) as tiles of im2col columns [tile, k²·in] in bfloat16 times the GEMM form of the
+  // weight, written straight into y's rows (Precision::bf16).
   void conv_as_gemm(const Conv2d& c, const Linear& gemm, const Tensor& x, Tensor& y) {
     const int64_t Ho = y.dim(1), Wo = y.dim(2), P = y.dim(0) * Ho * Wo;
-    const int64_t K = gemm.in, tile = k_.conv_tile(c);
-    auto packed = bf16_.find(gemm.id.value);
-    if (packed != bf16_.end()) {  // columns gathered straight into bfloat16
-      const cpu::PackedBf16& w = packed->second;
-      if (cols_bf16_.size() < size_t(std::min(tile, P) * w.kp))
-        cols_bf16_.resize(size_t(std::min(tile, P) * w.kp));
-      for (int64_t p0 = 0; p0 < P; p0 += tile) {
-        const int64_t np = std::min(tile, P - p0);
-        cpu::avx512_bf16::conv_columns_bf16(c, x, Ho, Wo, p0, np, w.kp, cols_bf16_.data());
-        cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, y.data + p0 * c.out, c.out,
-                                         c.act, false, bf16_scratch_);
-      }
-      return;
-    }
-    if (cols_.size() < size_t(std::min(tile, P) * K)) cols_.resize(size_t(std::min(tile, P) * K));
+    const int64_t tile = k_.conv_tile(c);
+    // conv_gemms_ holds the layers prepare() packed to bfloat16
+    const cpu::PackedBf16& w = bf16_.at(gemm.id.value);
+    if (cols_bf16_.size() < size_t(std::min(tile, P) * w.kp))
+      cols_bf16_.resize(size_t(std::min(tile, P) * w.kp));
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
       const int64_t np = std::min(tile, P - p0);
-      k_.conv_columns(c, x, Ho, Wo, p0, np, cols_.data());
-      run_linear(gemm, cols_.data(), np, K, y.data + p0 * c.out, c.out, c.act, false);
+      cpu::avx512_bf16::conv_columns_bf16(c, x, Ho, Wo, p0, np, w.kp, cols_bf16_.data());
+      cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, y.data + p0 * c.out, c.out, c.act,
+                                       false, bf16_scratch_);
     }
   }
   static Linear conv_gemm_shape(const Conv2d& c) {

@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/cpu/isa_begin.h"
 
 namespace biref::cpu::BIREF_ISA {
 
@@ -20,15 +20,9 @@ int64_t deform_tile(const DeformConv& d, int64_t Ci) {
 }
 
 // The regular_conv weight [out, in, k, k] as a linear [out, k²·in] over columns ordered
-// (tap, channel).
+// (tap, channel): the layout of a convolution as a GEMM (conv_gemm.cpp).
 void deform_gemm_weights(const DeformConv& d, const float* w, float* out) {
-  const Conv2d& rc = d.regular;
-  const int kk = d.k * d.k;
-  const size_t in = size_t(kk) * rc.in;
-  for (int o = 0; o < rc.out; ++o)
-    for (int c = 0; c < rc.in; ++c)
-      for (int n = 0; n < kk; ++n)
-        out[size_t(o) * in + size_t(n) * rc.in + c] = w[(size_t(o) * rc.in + c) * kk + n];
+  conv_gemm_weights(d.regular, w, out);
 }
 
 // Rows [p0, p0 + np) of the flattened [B·H·W] output positions: bilinear samples of x with the

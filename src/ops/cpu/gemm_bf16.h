@@ -36,8 +36,9 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
 // The same from rows already in bfloat16, `a` [rows, w.kp].
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch);
-// conv_columns (kernel_list.h) converted to bfloat16 as it is gathered: rows of kp (k²·in,
-// padded to even with a zero).
+// The im2col columns of output positions [p0, p0 + np) of the flattened [B·Ho·Wo] output of
+// `c`, tap-major (column n·in + ci: tap n, channel ci) as conv_gemm_weights orders the weight,
+// converted to bfloat16 as they are gathered: rows of kp (k²·in, padded to even with a zero).
 void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
                        int64_t np, int64_t kp, uint16_t* cols);
 }  // namespace avx512_bf16

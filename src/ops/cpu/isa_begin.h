@@ -10,27 +10,38 @@
 // runs on every CPU (compiling whole files with -mavx512f would break that). The baseline
 // inline functions are still inlined into the kernels and vectorised at their level.
 // tests/check_isa_symbols.sh checks the built binaries for wide instructions outside these
-// regions.
+// regions. That holds for GCC (the default build). clang's `#pragma clang attribute` also gives
+// the level to standard-library templates first instantiated inside the region, so a clang
+// build (the fuzzers) may keep such a copy: run it on the CPU it was built for.
 #if !defined(BIREF_ISA)
 #error "a kernel source is compiled per instruction set, with BIREF_ISA defined (CMakeLists.txt)"
 #endif
 
 #if defined(__clang__)
 #if defined(BIREF_ISA_AVX512_BF16)
-#pragma clang attribute push(__attribute__((target("avx512bf16,avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#pragma clang attribute push(                                                                            \
+    __attribute__((target(                                                                               \
+        "avx512bf16,avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), \
+    apply_to = function)
 #elif defined(BIREF_ISA_AVX512)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#pragma clang attribute push(                                                                 \
+    __attribute__((target(                                                                    \
+        "avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), \
+    apply_to = function)
 #elif defined(BIREF_ISA_AVX2)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), \
+                             apply_to = function)
 #else
 #pragma clang attribute push(__attribute__((target("sse2"))), apply_to = function)
 #endif
 #else
 #pragma GCC push_options
 #if defined(BIREF_ISA_AVX512_BF16)
-#pragma GCC target("avx512bf16,avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,prefer-vector-width=512")
+#pragma GCC target( \
+    "avx512bf16,avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,prefer-vector-width=512")
 #elif defined(BIREF_ISA_AVX512)
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,prefer-vector-width=512")
+#pragma GCC target( \
+    "avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,prefer-vector-width=512")
 #elif defined(BIREF_ISA_AVX2)
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
 #endif

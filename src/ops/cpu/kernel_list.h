@@ -22,11 +22,8 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
 // channel c), for Precision::bf16.
 // The weight [out, in, k, k] as the GEMM's [out, k²·in]: `out` holds out·k²·in floats.
 void conv_gemm_weights(const Conv2d& c, const float* w, float* out);
-// Output positions per tile: about 8 MB of columns.
+// Output positions per tile of columns: about 8 MB of them in float32 (4 MB in bfloat16).
 int64_t conv_tile(const Conv2d& c);
-// The columns [np, k²·in] of output positions [p0, p0 + np) of the flattened [B·Ho·Wo] output.
-void conv_columns(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
-                  int64_t np, float* cols);
 
 // deform.cpp
 // Positions per tile: about 8 MB of sampled columns.

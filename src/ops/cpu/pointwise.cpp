@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/cpu/isa_begin.h"
 
 namespace biref::cpu::BIREF_ISA {
 
