@@ -263,6 +263,23 @@ void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float*
            [&](int64_t m0, int64_t, uint16_t*) { return a + m0 * w.kp; });
 }
 
+namespace {
+
+// Ci floats at src to bfloat16 at dst. (A function of its own: clang does not give OpenMP's
+// outlined loop bodies the region's target, and intrinsics need it.)
+void to_bf16_run(const float* src, int64_t Ci, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= Ci; i += 16)
+    _mm256_storeu_si256((__m256i*)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+  if (i < Ci) {
+    const __mmask16 m = __mmask16((1u << (Ci - i)) - 1u);
+    _mm256_mask_storeu_epi16(dst + i, m,
+                             (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
+  }
+}
+
+}  // namespace
+
 void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
                        int64_t np, int64_t kp, uint16_t* cols) {
   const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
@@ -276,20 +293,10 @@ void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo,
       const int64_t yi = yo * c.stride - c.pad + ky;
       for (int kx = 0; kx < k; ++kx, col += Ci) {
         const int64_t xi = xo * c.stride - c.pad + kx;
-        if (yi < 0 || yi >= H || xi < 0 || xi >= W) {
+        if (yi < 0 || yi >= H || xi < 0 || xi >= W)
           std::memset(col, 0, size_t(Ci) * sizeof(uint16_t));
-          continue;
-        }
-        const float* src = x.data + ((b * H + yi) * W + xi) * Ci;
-        int64_t i = 0;
-        for (; i + 16 <= Ci; i += 16)
-          _mm256_storeu_si256((__m256i*)(col + i),
-                              (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-        if (i < Ci) {
-          const __mmask16 m = __mmask16((1u << (Ci - i)) - 1u);
-          _mm256_mask_storeu_epi16(col + i, m,
-                                   (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
-        }
+        else
+          to_bf16_run(x.data + ((b * H + yi) * W + xi) * Ci, Ci, col);
       }
     }
     if (kp > K) cols[t * kp + K] = 0;
