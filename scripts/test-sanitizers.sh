@@ -29,10 +29,12 @@ EXCLUDE=(
   'SegmentFolders\.ShardsSplitTheInputsDisjointlyAndCoverThemAll'
   # six whole-model benchmark processes (the idle copies, the copies beside busy loops)
   'Threads\.BenchBusyAndProcs'
-  # whole models again at the lower instruction sets and in BF16 (the kernels of every level
-  # are tested op by op), and the binary under QEMU's CPU emulation (minutes with ASan)
+  # whole models again at the lower instruction sets and in BF16 (the kernels of every level,
+  # and the BF16 GEMM and convolutions, are tested op by op), and the binary under QEMU's CPU
+  # emulation (minutes with ASan)
   'GoldenIsa\.'
-  'GoldenBf16\.SwinL'
+  'GoldenBf16\.'
+  'Pipeline\.Bf16'
   'Isa\.RunsOnEmulatedCpus'
 )
 
