@@ -273,6 +273,11 @@ class CpuBackend final : public Backend {
     if (cols_.size() < size_t(np * K)) cols_.resize(size_t(np * K));
     float* cols = cols_.data();
     k_.deform_sample(d, x, om, p0, np, cols);
+    if (precision_ == Precision::bf16 && bf16_.count(gemm.id.value)) {
+      // the BF16 GEMM writes strided rows as fast as dense ones: straight into dst
+      run_linear(gemm, cols, np, K, dst, ldd, d.regular.act, false);
+      return;
+    }
     // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy.
     const int64_t Co = gemm.out;
     if (tile_out_.size() < size_t(np * Co)) tile_out_.resize(size_t(np * Co));
