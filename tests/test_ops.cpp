@@ -289,30 +289,38 @@ TEST(VecMath, FastExpMatchesStdExp) {
 namespace biref {
 namespace {
 
-TEST_P(Ops, FusedAsppMatchesTheComposedReference) {
-  // 64 input channels and a 7×7 branch make the CPU backend's tiles (~670 positions) smaller
-  // than the 2×20×21 positions here, so several tiles and a partial one are exercised.
-  auto ref = make_ref_backend();
-  auto cpu = make_cpu_backend(GetParam());
-  const int B = 2, H = 20, W = 21, Ci = 64, planes = 16;
+// An ASPP case: 64 input channels and a 7×7 branch make the CPU backend's tiles (~670
+// positions) smaller than the 2×20×21 positions here, so several tiles and a partial one run.
+struct AsppCase {
+  static constexpr int B = 2, H = 20, W = 21, Ci = 64, planes = 16;
   std::array<DeformConv, 4> d;
-  const int ks[4] = {1, 1, 3, 7};
   std::array<Tensor, 4> om;
-  for (int i = 0; i < 4; ++i) {
-    d[i].k = ks[i];
-    d[i].pad = ks[i] / 2;
-    d[i].regular = random_conv(Ci, planes, ks[i], 1, d[i].pad, Act::Relu, 80 + i);
-    om[i] = random_tensor({B, H, W, 3 * ks[i] * ks[i]}, 90 + i, -1.5f, 1.5f);
-  }
   Conv2d conv1 = random_conv(5 * planes, 8, 1, 1, 0, Act::Relu, 99);
   Tensor x = random_tensor({B, H, W, Ci}, 100);
   Tensor pooled = random_tensor({B, 1, 1, planes}, 101, 0.f, 1.f);
-  Tensor y0 = Tensor::empty({B, H, W, 8}), y1 = Tensor::empty(y0.shape);
-  const std::array<const DeformConv*, 4> br = {&d[0], &d[1], &d[2], &d[3]};
-  const std::array<const Tensor*, 4> oms = {&om[0], &om[1], &om[2], &om[3]};
-  ref->aspp_deformable(br, oms, x, pooled, conv1, y0);
-  cpu->aspp_deformable(br, oms, x, pooled, conv1, y1);
-  EXPECT_LE(max_abs_diff(y0, y1), 2e-5);
+  AsppCase() {
+    const int ks[4] = {1, 1, 3, 7};
+    for (int i = 0; i < 4; ++i) {
+      d[i].k = ks[i];
+      d[i].pad = ks[i] / 2;
+      d[i].regular = random_conv(Ci, planes, ks[i], 1, d[i].pad, Act::Relu, 80 + i);
+      d[i].offset_mask = random_conv(Ci, 3 * ks[i] * ks[i], ks[i], 1, d[i].pad, Act::None, 70 + i);
+      om[i] = random_tensor({B, H, W, 3 * ks[i] * ks[i]}, 90 + i, -1.5f, 1.5f);
+    }
+  }
+  Tensor run(Backend& be) const {
+    Tensor y = Tensor::empty({B, H, W, 8});
+    be.aspp_deformable({&d[0], &d[1], &d[2], &d[3]}, {&om[0], &om[1], &om[2], &om[3]}, x, pooled,
+                       conv1, y);
+    return y;
+  }
+};
+
+TEST_P(Ops, FusedAsppMatchesTheComposedReference) {
+  const AsppCase c;
+  auto ref = make_ref_backend();
+  auto cpu = make_cpu_backend(GetParam());
+  EXPECT_LE(max_abs_diff(c.run(*ref), c.run(*cpu)), 2e-5);
 }
 
 }  // namespace
@@ -459,29 +467,12 @@ TEST(OpsBf16, PreparedLinearsAndConvolutionsRunInBf16) {
 // the concat tile's strided rows): the reference within the bf16 rounding of its operands.
 TEST(OpsBf16, FusedAsppWithinTheRoundingOfItsOperands) {
   if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  AsppCase c;
   auto ref = make_ref_backend();
   auto bf = make_cpu_backend(CpuIsa::avx512_bf16, Precision::bf16);
-  const int B = 2, H = 20, W = 21, Ci = 64, planes = 16;
-  std::array<DeformConv, 4> d;
-  const int ks[4] = {1, 1, 3, 7};
-  std::array<Tensor, 4> om;
-  for (int i = 0; i < 4; ++i) {
-    d[i].k = ks[i];
-    d[i].pad = ks[i] / 2;
-    d[i].regular = random_conv(Ci, planes, ks[i], 1, d[i].pad, Act::Relu, 80 + i);
-    d[i].offset_mask = random_conv(Ci, 3 * ks[i] * ks[i], ks[i], 1, d[i].pad, Act::None, 70 + i);
-    om[i] = random_tensor({B, H, W, 3 * ks[i] * ks[i]}, 90 + i, -1.5f, 1.5f);
-    bf->prepare(d[i]);
-  }
-  Conv2d conv1 = random_conv(5 * planes, 8, 1, 1, 0, Act::Relu, 99);
-  bf->prepare(conv1);
-  Tensor x = random_tensor({B, H, W, Ci}, 100);
-  Tensor pooled = random_tensor({B, 1, 1, planes}, 101, 0.f, 1.f);
-  Tensor y0 = Tensor::empty({B, H, W, 8}), y1 = Tensor::empty(y0.shape);
-  const std::array<const DeformConv*, 4> br = {&d[0], &d[1], &d[2], &d[3]};
-  const std::array<const Tensor*, 4> oms = {&om[0], &om[1], &om[2], &om[3]};
-  ref->aspp_deformable(br, oms, x, pooled, conv1, y0);
-  bf->aspp_deformable(br, oms, x, pooled, conv1, y1);
+  for (const DeformConv& d : c.d) bf->prepare(d);
+  bf->prepare(c.conv1);
+  const Tensor y0 = c.run(*ref), y1 = c.run(*bf);
   double scale = 0;
   for (int64_t i = 0; i < y0.numel(); ++i) scale = std::max(scale, double(std::fabs(y0.data[i])));
   const double rel = max_abs_diff(y0, y1) / scale;
