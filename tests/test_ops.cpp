@@ -75,23 +75,28 @@ TEST_P(Ops, LinearWithActivationsStridesAndAccumulate) {
   }
 }
 
+// A convolution of the tests: input [B, H, W, in] -> out channels, k×k, stride, pad, act.
+struct ConvCase {
+  int B, H, W, in, out, k, stride, pad;
+  Act act;
+  Conv2d conv(uint32_t seed) const { return random_conv(in, out, k, stride, pad, act, seed); }
+  Tensor output() const {
+    return Tensor::empty({B, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1, out});
+  }
+};
+
 TEST_P(Ops, Conv2dShapesStridesAndActivations) {
   Backends b(GetParam());
-  struct Case {
-    int B, H, W, in, out, k, stride, pad;
-    Act act;
-  };
+  using Case = ConvCase;
   for (const Case& c :
        {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
         Case{1, 5, 7, 11, 3, 1, 1, 0, Act::Sigmoid}, Case{1, 11, 9, 4, 9, 7, 1, 3, Act::None},
         // one output channel (biref's own kernel), with and without activation
         Case{2, 13, 7, 32, 1, 3, 1, 1, Act::None}, Case{1, 6, 9, 16, 1, 3, 1, 1, Act::Relu},
         Case{1, 6, 9, 48, 1, 1, 1, 0, Act::Sigmoid}}) {
-    Conv2d conv = random_conv(c.in, c.out, c.k, c.stride, c.pad, c.act, 11);
+    Conv2d conv = c.conv(11);
     Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
-    const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1,
-              Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
-    Tensor y0 = Tensor::empty({c.B, Ho, Wo, c.out}), y1 = Tensor::empty(y0.shape);
+    Tensor y0 = c.output(), y1 = Tensor::empty(y0.shape);
     b.ref->conv2d(conv, x, y0);
     b.cpu->conv2d(conv, x, y1);
     EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "k " << c.k;
@@ -432,23 +437,18 @@ TEST(OpsBf16, PreparedLinearsAndConvolutionsRunInBf16) {
       }
     }
   }
-  struct Case {
-    int B, H, W, in, out, k, stride, pad;
-    Act act;
-  };
+  using Case = ConvCase;
   for (const Case& c :
        {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
         Case{1, 11, 9, 20, 70, 7, 1, 3, Act::None}, Case{2, 10, 7, 33, 16, 3, 2, 1, Act::Relu},
         Case{1, 5, 7, 64, 24, 1, 1, 0, Act::Sigmoid}}) {
-    Conv2d conv = random_conv(c.in, c.out, c.k, c.stride, c.pad, c.act, 11);
+    Conv2d conv = c.conv(11);
     conv.weight = bf16_rounded(conv.weight);
     bf->prepare(conv);
     Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
     round_bf16(x);
-    const int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1,
-              Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
-    Tensor y0 = Tensor::empty({c.B, Ho, Wo, c.out}), y1 = Tensor::empty(y0.shape),
-           y2 = Tensor::empty(y0.shape), y3 = Tensor::empty(y0.shape);
+    Tensor y0 = c.output(), y1 = Tensor::empty(y0.shape), y2 = Tensor::empty(y0.shape),
+           y3 = Tensor::empty(y0.shape);
     ref->conv2d(conv, x, y0);
     bf->conv2d(conv, x, y1);
     EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "k " << c.k << " stride " << c.stride;

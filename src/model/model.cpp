@@ -153,9 +153,6 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
     impl->backend = make_ref_backend();
   } else {
     const CpuIsa isa = options.isa.value_or(cpu_isa());
-    BIREF_CHECK(options.precision != Precision::bf16 || isa >= CpuIsa::avx512_bf16,
-                "precision bf16 needs a CPU with AVX512_BF16; the kernels here are ",
-                cpu_isa_name(isa), isa == cpu_isa_supported() ? " (this CPU's best)" : "");
     impl->backend = make_cpu_backend(isa, options.precision);
     impl->info.isa = cpu_isa_name(isa);
   }

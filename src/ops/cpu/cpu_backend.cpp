@@ -31,8 +31,8 @@ struct CpuWeights {
   std::map<uint64_t, Linear> conv_linears;
   // Precision::bf16: the bfloat16 copies of the linears (by Linear id), instead of oneDNN's.
   std::map<uint64_t, cpu::PackedBf16> bf16;
-  // Precision::bf16: the k×k convolutions as GEMMs over columns (by conv id).
-  std::map<uint64_t, Linear> conv_gemms;
+  // Precision::bf16: the k×k convolutions' GEMM form [out, k²·in] in bfloat16 (by conv id).
+  std::map<uint64_t, cpu::PackedBf16> conv_bf16;
 };
 
 class CpuBackend final : public Backend {
@@ -49,6 +49,7 @@ class CpuBackend final : public Backend {
     for (const auto& [id, v] : w_->tap_major) n += v.size() * sizeof(float);
     for (const auto& [id, v] : w_->input_conv) n += v.size() * sizeof(float);
     for (const auto& [id, p] : w_->bf16) n += p.bytes();
+    for (const auto& [id, p] : w_->conv_bf16) n += p.bytes();
     return n;
   }
 
@@ -65,7 +66,7 @@ class CpuBackend final : public Backend {
       run_linear(as_linear(c), x.data, x.numel() / c.in, c.in, y.data, c.out, c.act, false);
     } else if (cpu::is_single_output(c)) {
       k_.conv_single_output(c, tap_major(c).data(), x, y);  // oneDNN: ~3 GFLOP/s on these
-    } else if (auto it = conv_gemms_.find(c.id.value); it != conv_gemms_.end()) {
+    } else if (auto it = conv_bf16_.find(c.id.value); it != conv_bf16_.end()) {
       conv_as_gemm(c, it->second, x, y);
     } else {
       dnn_.conv2d(c, x, y);
@@ -93,10 +94,11 @@ class CpuBackend final : public Backend {
     } else if (cpu::is_single_output(c)) {
       tap_major(c);
     } else if (precision_ == Precision::bf16) {
-      Linear& l = conv_gemms_.emplace(c.id.value, conv_gemm_shape(c)).first->second;
-      float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
+      const int64_t in = int64_t(c.k) * c.k * c.in;
+      float* permuted = gemm_stage_.get(size_t(in) * c.out);
       k_.conv_gemm_weights(c, c.folded_weight(stage_), permuted);
-      pack_from(l, permuted);
+      conv_bf16_.insert_or_assign(c.id.value,
+                                  cpu::avx512_bf16::pack_bf16(permuted, c.out, in, c.bias));
     } else {
       dnn_.prepare(c, c.folded_weight(stage_));
     }
@@ -220,12 +222,10 @@ class CpuBackend final : public Backend {
   }
 
   // y = c(x) as tiles of im2col columns [tile, k²·in] in bfloat16 times the GEMM form of the
-  // weight, written straight into y's rows (Precision::bf16).
-  void conv_as_gemm(const Conv2d& c, const Linear& gemm, const Tensor& x, Tensor& y) {
+  // weight `w`, written straight into y's rows (Precision::bf16).
+  void conv_as_gemm(const Conv2d& c, const cpu::PackedBf16& w, const Tensor& x, Tensor& y) {
     const int64_t Ho = y.dim(1), Wo = y.dim(2), P = y.dim(0) * Ho * Wo;
     const int64_t tile = k_.conv_tile(c);
-    // conv_gemms_ holds the layers prepare() packed to bfloat16
-    const cpu::PackedBf16& w = bf16_.at(gemm.id.value);
     if (cols_bf16_.size() < size_t(std::min(tile, P) * w.kp))
       cols_bf16_.resize(size_t(std::min(tile, P) * w.kp));
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
@@ -234,14 +234,6 @@ class CpuBackend final : public Backend {
       cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, y.data + p0 * c.out, c.out, c.act,
                                        false, bf16_scratch_);
     }
-  }
-  static Linear conv_gemm_shape(const Conv2d& c) {
-    Linear l;
-    l.name = c.name;
-    l.in = c.k * c.k * c.in;
-    l.out = c.out;
-    l.bias = c.bias;
-    return l;
   }
 
   static bool is_pointwise(const Conv2d& c) {
@@ -341,7 +333,7 @@ class CpuBackend final : public Backend {
   std::map<uint64_t, std::vector<float>>& input_conv_ = w_->input_conv;
   std::map<uint64_t, Linear>& conv_linears_ = w_->conv_linears;
   std::map<uint64_t, cpu::PackedBf16>& bf16_ = w_->bf16;
-  std::map<uint64_t, Linear>& conv_gemms_ = w_->conv_gemms;
+  std::map<uint64_t, cpu::PackedBf16>& conv_bf16_ = w_->conv_bf16;
   cpu::OneDnn dnn_;  // this executor's stream and primitives
   std::vector<float> cols_, tile_out_, cat_tile_;
   HugeBuffer stage_, gemm_stage_;  // plain weights while packing
@@ -360,7 +352,8 @@ std::unique_ptr<Backend> make_cpu_backend(CpuIsa isa, Precision precision) {
   BIREF_CHECK(isa <= cpu_isa_supported(), "the CPU backend at ", cpu_isa_name(isa),
               ": this CPU supports at most ", cpu_isa_name(cpu_isa_supported()));
   BIREF_CHECK(precision == Precision::fp32 || isa >= CpuIsa::avx512_bf16,
-              "precision bf16 needs AVX512_BF16; the CPU backend here runs at ", cpu_isa_name(isa));
+              "precision bf16 needs a CPU with AVX512_BF16; the kernels here are ",
+              cpu_isa_name(isa), isa == cpu_isa_supported() ? " (this CPU's best)" : "");
   cpu::limit_onednn_isa();
   return std::make_unique<CpuBackend>(cpu::kernels(isa), precision);
 }
