@@ -16,6 +16,7 @@ PACKAGES=(
   libcurl4-openssl-dev   # model zoo downloads from Hugging Face
   libboost-dev           # biref serve: HTTP on Boost.Beast (header-only)
   libhiredis-dev         # biref serve: the shared result cache in Redis
+  libonnx-dev libprotobuf-dev  # biref export-onnx: ONNX's protobuf messages, checker, shape inference
   redis-server           # tests: a real Redis for the shared cache
   prometheus             # tests: promtool checks the /metrics text
   nginx-light            # tests: the load balancer of deploy/nginx in front of two instances

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the npm packages of the tests that run on Node.js, exactly as their lock files pin
-# them: tests/web (puppeteer-core, driving Debian's chromium; never a downloaded browser) and
+# them: tests/web (puppeteer-core, driving Debian's chromium; never a downloaded browser),
 # tests/deploy (kubernetes-models, @kubernetes/client-node, js-yaml: the offline manifest
-# validation). A folder whose node_modules already matches its lock file is skipped.
+# validation) and tests/onnx (onnxruntime-node: ONNX Runtime, whose CPU library ships in the
+# package, runs the graphs of `biref export-onnx`). A folder whose node_modules already matches
+# its lock file is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,7 @@ for tool in node npm; do
   }
 done
 
-for dir in tests/web tests/deploy; do
+for dir in tests/web tests/deploy tests/onnx; do
   stamp=$dir/node_modules/.biref-lock.sha256
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
