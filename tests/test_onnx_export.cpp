@@ -145,6 +145,29 @@ TEST(OnnxExport, FixedSizeMatchesBirefAtBatchOneAndTwo) {
   }
 }
 
+// --deform native: the opset-19 DeformConv op, which ONNX Runtime 1.31 implements on the CPU.
+TEST(OnnxExport, NativeDeformConvMatchesBiref) {
+  test::TempDir dir("biref-onnx");
+  OnnxExportOptions o;
+  o.height = 192;
+  o.width = 256;
+  o.deform = OnnxDeform::native;
+  const std::string path = dir / "native.onnx";
+  const OnnxExportReport r = export_onnx("synthetic:swin_v1_t", path, o);
+  EXPECT_EQ(r.opset, 19);
+  const onnx::ModelProto m = read_model(path);
+  std::map<std::string, int> ops;
+  for (const auto& n : m.graph().node()) ops[n.op_type()]++;
+  EXPECT_EQ(ops["DeformConv"], 4 * 5);
+  EXPECT_EQ(ops.count("GridSample"), 0u);
+  auto model = Model::load("synthetic:swin_v1_t");
+  const std::vector<HostTensor> in = {random_input(2, 192, 256, 6)};
+  const HostTensor out = run_ort(path, in, dir)[0];
+  const double err = test::max_abs_diff(out.data, model->forward(in[0]).data);
+  std::printf("ONNX Runtime (DeformConv) vs biref, swin_v1_t 256x192 batch 2: max abs %.2e\n", err);
+  EXPECT_LE(err, 1e-4);
+}
+
 // One --dynamic file at two sizes (one of them with batch 2), for a window-7 and a window-12
 // backbone: the window padding, the shift masks and every resize follow the runtime shape.
 class OnnxDynamic : public ::testing::TestWithParam<const char*> {};
