@@ -121,9 +121,16 @@ std::string Graph::scalar_i64(int64_t v) {
   return name;
 }
 
+// Constants are cached by their exact bits (a decimal key would merge values that print alike).
+static std::string bits_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return std::to_string(b);
+}
+
 std::string Graph::scalar(float v) {
   if (!f16_) return scalar_f32(v);
-  const std::string key = str_cat("h", v);
+  const std::string key = "h" + bits_of(v);
   auto it = consts_.find(key);
   if (it != consts_.end()) return it->second;
   const std::string name = str_cat("const.f16.", consts_.size());
@@ -133,7 +140,7 @@ std::string Graph::scalar(float v) {
 }
 
 std::string Graph::scalar_f32(float v) {
-  const std::string key = str_cat("f", v);
+  const std::string key = "f" + bits_of(v);
   auto it = consts_.find(key);
   if (it != consts_.end()) return it->second;
   const std::string name = str_cat("const.f32.", consts_.size());
