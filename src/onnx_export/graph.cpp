@@ -93,32 +93,28 @@ std::string Graph::weight_f32(const std::string& name, const std::vector<int64_t
   return add_tensor(name, shape, data, false);
 }
 
-std::string Graph::ints(const std::vector<int64_t>& values) {
-  std::string key = "i";
+// An int64 constant: a 1-D tensor of `values`, or with `scalar` a 0-D tensor of the one value.
+std::string Graph::int_constant(const std::vector<int64_t>& values, bool scalar) {
+  std::string key = scalar ? "s" : "i";
   for (int64_t v : values) key += str_cat(",", v);
   auto it = consts_.find(key);
   if (it != consts_.end()) return it->second;
   onnx::TensorProto* t = g_.add_initializer();
-  const std::string name = str_cat("const.i64.", consts_.size());
+  const std::string name = str_cat(scalar ? "const.i64s." : "const.i64.", consts_.size());
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::INT64);
-  t->add_dims(int64_t(values.size()));
+  if (!scalar) t->add_dims(int64_t(values.size()));
   for (int64_t v : values) t->add_int64_data(v);
   consts_[key] = name;
   return name;
 }
 
+std::string Graph::ints(const std::vector<int64_t>& values) {
+  return int_constant(values, false);
+}
+
 std::string Graph::scalar_i64(int64_t v) {
-  const std::string key = str_cat("s", v);
-  auto it = consts_.find(key);
-  if (it != consts_.end()) return it->second;
-  onnx::TensorProto* t = g_.add_initializer();
-  const std::string name = str_cat("const.i64s.", consts_.size());
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::INT64);
-  t->add_int64_data(v);
-  consts_[key] = name;
-  return name;
+  return int_constant({v}, true);
 }
 
 // Constants are cached by their exact bits (a decimal key would merge values that print alike).
@@ -128,25 +124,22 @@ static std::string bits_of(float v) {
   return std::to_string(b);
 }
 
-std::string Graph::scalar(float v) {
-  if (!f16_) return scalar_f32(v);
-  const std::string key = "h" + bits_of(v);
+std::string Graph::float_constant(float v, bool f16) {
+  const std::string key = (f16 ? "h" : "f") + bits_of(v);
   auto it = consts_.find(key);
   if (it != consts_.end()) return it->second;
-  const std::string name = str_cat("const.f16.", consts_.size());
-  add_tensor(name, {}, &v, true);
+  const std::string name = str_cat(f16 ? "const.f16." : "const.f32.", consts_.size());
+  add_tensor(name, {}, &v, f16);
   consts_[key] = name;
   return name;
 }
 
+std::string Graph::scalar(float v) {
+  return float_constant(v, f16_);
+}
+
 std::string Graph::scalar_f32(float v) {
-  const std::string key = "f" + bits_of(v);
-  auto it = consts_.find(key);
-  if (it != consts_.end()) return it->second;
-  const std::string name = str_cat("const.f32.", consts_.size());
-  add_tensor(name, {}, &v, false);
-  consts_[key] = name;
-  return name;
+  return float_constant(v, false);
 }
 
 std::string Graph::to_f32(const std::string& x) {

@@ -82,6 +82,8 @@ class Graph {
   std::string fresh(const std::string& op);
   std::string add_tensor(const std::string& name, const std::vector<int64_t>& shape,
                          const float* data, bool f16);
+  std::string int_constant(const std::vector<int64_t>& values, bool scalar);
+  std::string float_constant(float v, bool f16);
   Dim binary(const char* op, const Dim& a, const Dim& b, int64_t folded);
   std::string dim_tensor(const Dim& d);
 
