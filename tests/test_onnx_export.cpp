@@ -40,14 +40,16 @@ std::string run_mjs() {
 }
 
 // Runs `model` in ONNX Runtime on each input; returns the outputs (same order).
+// With `optimized`, ONNX Runtime also saves the graph its optimizer made there.
 std::vector<HostTensor> run_ort(const std::string& model, const std::vector<HostTensor>& inputs,
-                                const test::TempDir& dir) {
+                                const test::TempDir& dir, const std::string& optimized = "") {
   const std::string ort_dir =
       std::string(BIREF_SOURCE_DIR) + "/tests/onnx/node_modules/onnxruntime-node";
   if (!fs::exists(ort_dir))
     throw std::runtime_error(
         "onnxruntime-node is not installed: run scripts/install-test-npm-deps.sh");
   std::string cmd = "timeout 600 node " + run_mjs() + " " + model + " --threads 2";
+  if (!optimized.empty()) cmd += " --save-optimized " + optimized;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const std::string in = dir / str_cat("in", i, ".bin"), out = dir / str_cat("out", i, ".bin");
     test::write_file(in, std::string(reinterpret_cast<const char*>(inputs[i].data.data()),
@@ -139,7 +141,13 @@ TEST(OnnxExport, FixedSizeMatchesBirefAtBatchOneAndTwo) {
 
   auto model = Model::load("synthetic:swin_v1_t");
   const std::vector<HostTensor> in = {random_input(1, 256, 256, 1), random_input(2, 256, 256, 2)};
-  const std::vector<HostTensor> out = run_ort(path, in, dir);
+  const std::vector<HostTensor> out = run_ort(path, in, dir, dir / "optimized.onnx");
+  // ONNX Runtime recognises the exported patterns: every GELU (one per Swin block and pass)
+  // becomes one fused node
+  const std::map<std::string, int> fused = op_counts(read_model(dir / "optimized.onnx"));
+  auto count = [&](const char* op) { return fused.count(op) ? fused.at(op) : 0; };
+  EXPECT_EQ(count("Gelu") + count("BiasGelu"), 2 * (2 + 2 + 6 + 2));
+  EXPECT_EQ(count("Erf"), 0);
   for (size_t i = 0; i < in.size(); ++i) {
     const HostTensor ref = model->forward(in[i]);
     ASSERT_EQ(out[i].data.size(), ref.data.size());

@@ -43,6 +43,10 @@ class Exporter {
     B_ = g_.shape_dim(input, 0);
     H_ = o_.dynamic ? g_.shape_dim(input, 2) : Dim::of(o_.height);
     W_ = o_.dynamic ? g_.shape_dim(input, 3) : Dim::of(o_.width);
+    for (int i = 0; i < 4; ++i) {
+      hs_[i] = g_.div(H_, Dim::of(int64_t(4) << i));
+      ws_[i] = g_.div(W_, Dim::of(int64_t(4) << i));
+    }
     g_.set_scope("input");
     const std::string x = g_.from_f32(input);
     // 2. Encoder: the backbone on the full and the half-resolution input (shared weights)
@@ -98,8 +102,8 @@ class Exporter {
 
  private:
   // Token grid of backbone stage i (stride 4·2^i) at the full resolution.
-  Dim hs(int i) { return g_.div(H_, Dim::of(int64_t(4) << i)); }
-  Dim ws(int i) { return g_.div(W_, Dim::of(int64_t(4) << i)); }
+  const Dim& hs(int i) const { return hs_[i]; }
+  const Dim& ws(int i) const { return ws_[i]; }
 
   // Bilinear, align_corners=True, to [B, c, h, w] (NCHW).
   std::string resize(const std::string& x, int64_t c, const Dim& h, const Dim& w) {
@@ -117,9 +121,10 @@ class Exporter {
       case Act::Sigmoid:
         return g_.from_f32(g_.node("Sigmoid", {g_.to_f32(y)}));
       case Act::Gelu: {
-        // exact GELU: 0.5·y·(1 + erf(y/√2)) (ONNX Runtime fuses this pattern into one Gelu)
+        // exact GELU: 0.5·y·(1 + erf(y/√2)), in the form PyTorch exports (Div by √2), which
+        // ONNX Runtime's optimizer fuses into one Gelu
         const std::string e =
-            g_.node("Erf", {g_.node("Mul", {y, g_.scalar(float(1.0 / std::sqrt(2.0)))})});
+            g_.node("Erf", {g_.node("Div", {y, g_.scalar(float(std::sqrt(2.0)))})});
         const std::string h = g_.node("Mul", {y, g_.node("Add", {e, g_.scalar(1.f)})});
         return g_.node("Mul", {h, g_.scalar(0.5f)});
       }
@@ -444,6 +449,7 @@ class Exporter {
   const BiRefNet& net_;
   const OnnxExportOptions& o_;
   Dim B_, H_, W_;
+  std::array<Dim, 4> hs_, ws_;
 };
 
 }  // namespace

@@ -1,11 +1,13 @@
 // Runs an ONNX graph in ONNX Runtime (npm onnxruntime-node, CPU) on raw float32 inputs, for
 // biref's tests and measurements of `biref export-onnx`.
 //
-//   node run.mjs MODEL.onnx [--threads N] [--runs R] [--warmup W] IN.bin:B,C,H,W:OUT.bin ...
+//   node run.mjs MODEL.onnx [--threads N] [--runs R] [--warmup W] [--save-optimized PATH]
+//                IN.bin:B,C,H,W:OUT.bin ...
 //
 // Each IN.bin holds B·C·H·W little-endian float32 values; the graph's first output is written to
 // OUT.bin the same way. One JSON line per job on stdout: the output's dims, the session's load
 // time, and with --runs the wall time of each timed run (after --warmup untimed ones).
+// --save-optimized writes the graph as ONNX Runtime's optimizer left it (which fusions it made).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
@@ -16,13 +18,14 @@ if (args.length < 2) {
   process.exit(2);
 }
 const model = args.shift();
-let threads = 0, runs = 1, warmup = 0;
+let threads = 0, runs = 1, warmup = 0, optimized = '';
 const jobs = [];
 while (args.length) {
   const a = args.shift();
   if (a === '--threads') threads = Number(args.shift());
   else if (a === '--runs') runs = Number(args.shift());
   else if (a === '--warmup') warmup = Number(args.shift());
+  else if (a === '--save-optimized') optimized = args.shift();
   else {
     const [input, dims, output] = a.split(':');
     jobs.push({ input, dims: dims.split(',').map(Number), output });
@@ -35,6 +38,8 @@ const session = await ort.InferenceSession.create(model, {
   graphOptimizationLevel: 'all',
   intraOpNumThreads: threads,
   interOpNumThreads: 1,
+  logSeverityLevel: 3,  // errors only (saving an optimized model warns that it is machine-specific)
+  ...(optimized ? { optimizedModelFilePath: optimized } : {}),
 });
 const loadMs = performance.now() - t0;
 const inputName = session.inputNames[0], outputName = session.outputNames[0];
