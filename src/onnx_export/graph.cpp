@@ -7,10 +7,6 @@
 
 namespace biref::onnx_export {
 
-int Graph::act_type() const {
-  return f16_ ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::FLOAT;
-}
-
 std::string Graph::fresh(const std::string& op) {
   const int n = op_counts_[scope_ + "/" + op]++;
   return str_cat(scope_.empty() ? "" : scope_ + "/", op, "_", n);
@@ -81,15 +77,13 @@ std::string Graph::add_tensor(const std::string& name, const std::vector<int64_t
 
 std::string Graph::weight(const std::string& name, const std::vector<int64_t>& shape,
                           const float* data) {
-  if (weights_.count(name)) return name;
-  weights_[name] = true;
+  if (!weights_.insert(name).second) return name;
   return add_tensor(name, shape, data, f16_);
 }
 
 std::string Graph::weight_f32(const std::string& name, const std::vector<int64_t>& shape,
                               const float* data) {
-  if (weights_.count(name)) return name;
-  weights_[name] = true;
+  if (!weights_.insert(name).second) return name;
   return add_tensor(name, shape, data, false);
 }
 

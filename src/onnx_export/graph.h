@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -31,13 +32,8 @@ class Graph {
   // `f16`: activations and weights in float16 (float32 where a caller asks for it).
   Graph(onnx::GraphProto& g, bool f16) : g_(g), f16_(f16) {}
 
-  bool f16() const { return f16_; }
-  // The activation element type (FLOAT or FLOAT16).
-  int act_type() const;
-
   // Node names are "<scope>/<Op>_<n>"; outputs are named after their node.
   void set_scope(const std::string& scope) { scope_ = scope; }
-  const std::string& scope() const { return scope_; }
 
   // Adds a node; returns its first output (or all of them, `outputs` many).
   std::string node(const std::string& op, const std::vector<std::string>& inputs,
@@ -75,9 +71,6 @@ class Graph {
   // The dimension as a float32 scalar tensor.
   std::string dim_f32(const Dim& d);
 
-  size_t node_count() const { return size_t(g_.node_size()); }
-  size_t initializer_count() const { return size_t(g_.initializer_size()); }
-
  private:
   std::string fresh(const std::string& op);
   std::string add_tensor(const std::string& name, const std::vector<int64_t>& shape,
@@ -92,7 +85,7 @@ class Graph {
   std::string scope_;
   std::map<std::string, int> op_counts_;
   std::map<std::string, std::string> consts_;  // key -> tensor name
-  std::map<std::string, bool> weights_;        // weight names already added
+  std::set<std::string> weights_;              // weight names already added
 };
 
 }  // namespace biref::onnx_export
