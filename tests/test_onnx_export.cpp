@@ -297,7 +297,9 @@ TEST(OnnxExport, PipelineGoldenMasksThroughOnnxRuntime) {
     std::printf("ONNX Runtime pipeline %-12s mask max diff %d (%lld of %zu pixels differ)\n",
                 names[i].c_str(), d.max, (long long)d.count, mask.pixels.size());
     EXPECT_LE(d.max, 1) << names[i];
-    EXPECT_LE(d.count, 10) << names[i];  // as biref's own masks (test_pipeline.cpp)
+    // 1 to 8 measured on Zen 5 (biref's own masks: 0 to 6, at most 10 allowed); ONNX Runtime's
+    // kernels differ by CPU, so the count is bounded loosely and the ±1 is the contract
+    EXPECT_LE(d.count, 20) << names[i];
   }
   EXPECT_EQ(names.size(), 4u);
 }
