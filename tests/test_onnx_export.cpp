@@ -81,6 +81,23 @@ double max_abs(const std::vector<float>& v) {
   return m;
 }
 
+// Each ONNX Runtime output against biref's forward on the same input: the max abs error of the
+// logits, printed with `what` and the input's size and batch, within 1e-4.
+void expect_matches_biref(Model& model, const std::vector<HostTensor>& in,
+                          const std::vector<HostTensor>& out, const std::string& what) {
+  ASSERT_EQ(in.size(), out.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const HostTensor ref = model.forward(in[i]);
+    ASSERT_EQ(out[i].data.size(), ref.data.size());
+    const double err = test::max_abs_diff(out[i].data, ref.data);
+    const auto& s = in[i].shape;
+    std::printf(
+        "ONNX Runtime vs biref, %s at %lldx%lld batch %lld: max abs %.2e (logits up to %.2f)\n",
+        what.c_str(), (long long)s[3], (long long)s[2], (long long)s[0], err, max_abs(ref.data));
+    EXPECT_LE(err, 1e-4) << what;
+  }
+}
+
 onnx::ModelProto read_model(const std::string& path) {
   onnx::ModelProto m;
   std::ifstream f(path, std::ios::binary);
@@ -148,15 +165,7 @@ TEST(OnnxExport, FixedSizeMatchesBirefAtBatchOneAndTwo) {
   auto count = [&](const char* op) { return fused.count(op) ? fused.at(op) : 0; };
   EXPECT_EQ(count("Gelu") + count("BiasGelu"), 2 * (2 + 2 + 6 + 2));
   EXPECT_EQ(count("Erf"), 0);
-  for (size_t i = 0; i < in.size(); ++i) {
-    const HostTensor ref = model->forward(in[i]);
-    ASSERT_EQ(out[i].data.size(), ref.data.size());
-    const double err = test::max_abs_diff(out[i].data, ref.data);
-    std::printf(
-        "ONNX Runtime vs biref, swin_v1_t 256x256 batch %lld: max abs %.2e (logits up to %.2f)\n",
-        (long long)in[i].shape[0], err, max_abs(ref.data));
-    EXPECT_LE(err, 1e-4);
-  }
+  expect_matches_biref(*model, in, out, "swin_v1_t");
 }
 
 // --deform native: the opset-19 DeformConv op, which ONNX Runtime 1.31 implements on the CPU.
@@ -175,10 +184,7 @@ TEST(OnnxExport, NativeDeformConvMatchesBiref) {
   EXPECT_EQ(ops.count("GridSample"), 0u);
   auto model = Model::load("synthetic:swin_v1_t");
   const std::vector<HostTensor> in = {random_input(2, 192, 256, 6)};
-  const HostTensor out = run_ort(path, in, dir)[0];
-  const double err = test::max_abs_diff(out.data, model->forward(in[0]).data);
-  std::printf("ONNX Runtime (DeformConv) vs biref, swin_v1_t 256x192 batch 2: max abs %.2e\n", err);
-  EXPECT_LE(err, 1e-4);
+  expect_matches_biref(*model, in, run_ort(path, in, dir), "swin_v1_t DeformConv");
 }
 
 // Opsets newer than 17 (GridSample's mode is "linear" from 20): the same logits in ONNX Runtime.
@@ -224,15 +230,7 @@ TEST_P(OnnxDynamic, OneFileAtTwoSizesAndBatchTwo) {
   // 56x77; window 12: 56x72 -> 60x72), its aspect ratio differs, and its half-resolution pass
   // merges patches of odd grids (7x9 at H/32, W/32)
   const std::vector<HostTensor> in = {random_input(2, 224, 288, 3), random_input(1, 256, 256, 4)};
-  const std::vector<HostTensor> out = run_ort(path, in, dir);
-  for (size_t i = 0; i < in.size(); ++i) {
-    const HostTensor ref = model->forward(in[i]);
-    const double err = test::max_abs_diff(out[i].data, ref.data);
-    std::printf("ONNX Runtime vs biref, %s dynamic at %lldx%lld batch %lld: max abs %.2e\n",
-                backbone.c_str(), (long long)in[i].shape[3], (long long)in[i].shape[2],
-                (long long)in[i].shape[0], err);
-    EXPECT_LE(err, 1e-4);
-  }
+  expect_matches_biref(*model, in, run_ort(path, in, dir), backbone + " dynamic");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backbones, OnnxDynamic, ::testing::Values("swin_v1_t", "swin_v1_b"),
