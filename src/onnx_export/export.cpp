@@ -34,6 +34,11 @@ constexpr int64_t kEnd = INT64_MAX;  // Slice to the end of an axis
 // float32, as the official −inf would give, without an infinity in the graph.
 constexpr float kMasked = -1e30f;
 
+// Both dimensions known at export, and 0 (so a padding by them is no padding).
+bool known_zeros(const Dim& a, const Dim& b) {
+  return a.known() && a.value == 0 && b.known() && b.value == 0;
+}
+
 class Exporter {
  public:
   Exporter(Graph& g, const BiRefNet& net, const OnnxExportOptions& o) : g_(g), net_(net), o_(o) {}
@@ -132,7 +137,7 @@ class Exporter {
     return y;
   }
 
-  // NCHW convolution with the folded weights; `a` overrides the layer's activation.
+  // NCHW convolution with the folded weights, then the layer's activation.
   std::string conv(const Conv2d& c, const std::string& x) {
     BIREF_CHECK(!c.weight.empty(), "ONNX export: convolution '", c.name, "' has no weights");
     const std::string w = g_.weight(c.name + ".weight", {c.out, c.in, c.k, c.k}, c.weight.data());
@@ -148,11 +153,14 @@ class Exporter {
   // Rows of the last axis: y = x·Wᵀ + b, then the activation.
   std::string linear(const Linear& l, const std::string& x, Act a = Act::None) {
     BIREF_CHECK(!l.weight.empty(), "ONNX export: linear '", l.name, "' has no weights");
-    std::vector<float> wt(size_t(l.in) * l.out);  // [in, out] for MatMul
-    for (int o = 0; o < l.out; ++o)
-      for (int i = 0; i < l.in; ++i) wt[size_t(i) * l.out + o] = l.weight[size_t(o) * l.in + i];
-    std::string y =
-        g_.node("MatMul", {x, g_.weight(l.name + ".weight^T", {l.in, l.out}, wt.data())});
+    const std::string wname = l.name + ".weight^T";  // [in, out] for MatMul
+    if (!g_.has_weight(wname)) {  // the backbone's second pass reuses the first one's
+      std::vector<float> wt(size_t(l.in) * l.out);
+      for (int o = 0; o < l.out; ++o)
+        for (int i = 0; i < l.in; ++i) wt[size_t(i) * l.out + o] = l.weight[size_t(o) * l.in + i];
+      g_.weight(wname, {l.in, l.out}, wt.data());
+    }
+    std::string y = g_.node("MatMul", {x, wname});
     if (!l.bias.empty())
       y = g_.node("Add", {y, g_.weight(l.name + ".bias", {l.out}, l.bias.data())});
     return act(y, a);
@@ -175,10 +183,37 @@ class Exporter {
     return g_.node("Concat", {a, b}, {{"axis", axis}});
   }
 
+  // x [B, h, w, C] zero-padded by pb rows at the bottom and pr columns at the right; x itself
+  // when both are known to be 0.
+  std::string pad_bottom_right(const std::string& x, const Dim& pb, const Dim& pr) {
+    if (known_zeros(pb, pr)) return x;
+    const Dim z = Dim::of(0);
+    return g_.node("Pad", {x, g_.dims({z, z, z, z, z, pb, pr, z})});
+  }
+
+  // A stage's token grid h×w padded to whole windows: the padding, the padded grid, the
+  // windows across (nw) and in all (nW). The same for every block of the stage.
+  struct Windows {
+    Dim h, w, pb, pr, hp, wp, nw, nW;
+  };
+  Windows windows(const Dim& h, const Dim& w) {
+    const Dim W = Dim::of(net_.cfg.swin.window);
+    Windows g;
+    g.h = h;
+    g.w = w;
+    g.pb = g_.mod(g_.sub(W, g_.mod(h, W)), W);
+    g.pr = g_.mod(g_.sub(W, g_.mod(w, W)), W);
+    g.hp = g_.add(h, g.pb);
+    g.wp = g_.add(w, g.pr);
+    g.nw = g_.div(g.wp, W);
+    g.nW = g_.mul(g_.div(g.hp, W), g.nw);
+    return g;
+  }
+
   // The shift mask of a padded hp×wp grid: [nW, 1, N, N], 0 where two tokens of a window share
   // a region label, kMasked where they do not. Labels: rows [0, hp−w), [hp−w, hp−s), [hp−s, hp)
   // are 0, 1, 2 (columns likewise), label = 3·row label + column label.
-  std::string shift_mask(const Dim& hp, const Dim& wp, int win, int shift) {
+  std::string shift_mask(const Windows& g, int win, int shift) {
     auto labels = [&](const Dim& n) {
       const std::string r =
           g_.node("Range", {g_.scalar_i64(0), g_.dim_scalar(n), g_.scalar_i64(1)});
@@ -189,14 +224,13 @@ class Exporter {
       return g_.node("Add", {ge(g_.sub(n, Dim::of(win))), ge(g_.sub(n, Dim::of(shift)))});
     };
     const std::string lr =
-        g_.node("Mul", {g_.node("Unsqueeze", {labels(hp), g_.ints({1})}), g_.ints({3})});
-    const std::string lc = g_.node("Unsqueeze", {labels(wp), g_.ints({0})});
+        g_.node("Mul", {g_.node("Unsqueeze", {labels(g.hp), g_.ints({1})}), g_.ints({3})});
+    const std::string lc = g_.node("Unsqueeze", {labels(g.wp), g_.ints({0})});
     const std::string grid = g_.node("Add", {lr, lc});  // [hp, wp]
-    const Dim nw = g_.div(wp, Dim::of(win));
     const int64_t N = int64_t(win) * win;
     // windows of labels: [nh, w, nw, w] -> [nh, nw, w, w] -> [nW, N]
     std::string l =
-        g_.node("Reshape", {grid, g_.dims({Dim::of(-1), Dim::of(win), nw, Dim::of(win)})});
+        g_.node("Reshape", {grid, g_.dims({Dim::of(-1), Dim::of(win), g.nw, Dim::of(win)})});
     l = g_.node("Transpose", {l}, {{"perm", Ints{0, 2, 1, 3}}});
     l = g_.node("Reshape", {l, g_.ints({-1, N})});
     const std::string same = g_.node("Equal", {g_.node("Unsqueeze", {l, g_.ints({2})}),
@@ -206,24 +240,18 @@ class Exporter {
   }
 
   // x: [B, h, w, C] -> x + attention(x) + MLP, the Swin block of MODEL.md §1.
-  std::string swin_block(const SwinBlock& blk, const std::string& x, const Dim& h, const Dim& w,
-                         int shift, const std::string& mask) {
+  std::string swin_block(const SwinBlock& blk, const std::string& x, const Windows& g, int shift,
+                         const std::string& mask) {
     const int win = net_.cfg.swin.window;
     const int64_t C = blk.qkv.in, heads = blk.heads, hd = C / heads, N = int64_t(win) * win;
     const Dim W = Dim::of(win);
     // 1. norm1, zero-pad right/bottom to multiples of the window
-    std::string t = layer_norm(blk.norm1, x);
-    const Dim pb = g_.mod(g_.sub(W, g_.mod(h, W)), W), pr = g_.mod(g_.sub(W, g_.mod(w, W)), W);
-    const bool padded = !(pb.known() && pb.value == 0 && pr.known() && pr.value == 0);
-    if (padded) {
-      const Dim z = Dim::of(0);
-      t = g_.node("Pad", {t, g_.dims({z, z, z, z, z, pb, pr, z})});
-    }
-    const Dim hp = g_.add(h, pb), wp = g_.add(w, pr), nw = g_.div(wp, W);
+    std::string t = pad_bottom_right(layer_norm(blk.norm1, x), g.pb, g.pr);
+    const bool padded = !known_zeros(g.pb, g.pr);
     // 2. cyclic shift by (−s, −s)
     if (shift > 0) t = roll(roll(t, -shift, 1), -shift, 2);
     // 3. windows: [B, hp, wp, C] -> [B·nh, w, nw, w, C] -> [B·nh, nw, w, w, C] -> [B·nW, N, C]
-    t = g_.node("Reshape", {t, g_.dims({Dim::of(-1), W, nw, W, Dim::of(C)})});
+    t = g_.node("Reshape", {t, g_.dims({Dim::of(-1), W, g.nw, W, Dim::of(C)})});
     t = g_.node("Transpose", {t}, {{"perm", Ints{0, 2, 1, 3, 4}}});
     t = g_.node("Reshape", {t, g_.ints({-1, N, C})});
     // 4. attention: qkv [B·nW, N, 3C] -> [3, B·nW, heads, N, hd]
@@ -240,9 +268,8 @@ class Exporter {
     a = g_.node("Add", {a, g_.weight_f32(blk.qkv.name + ".relative_position_bias[heads,N,N]",
                                          {heads, N, N}, blk.rel_bias.data())});
     if (shift > 0) {
-      const Dim nW = g_.mul(g_.div(hp, W), nw);
       a = g_.node("Reshape",
-                  {a, g_.dims({Dim::of(-1), nW, Dim::of(heads), Dim::of(N), Dim::of(N)})});
+                  {a, g_.dims({Dim::of(-1), g.nW, Dim::of(heads), Dim::of(N), Dim::of(N)})});
       a = g_.node("Add", {a, mask});
       a = g_.node("Reshape", {a, g_.ints({-1, heads, N, N})});
     }
@@ -251,11 +278,11 @@ class Exporter {
     o = g_.node("Transpose", {o}, {{"perm", Ints{0, 2, 1, 3}}});
     o = linear(blk.proj, g_.node("Reshape", {o, g_.ints({-1, N, C})}));
     // 5-6. reverse the windows, roll back, crop, residual
-    o = g_.node("Reshape", {o, g_.dims({Dim::of(-1), nw, W, W, Dim::of(C)})});
+    o = g_.node("Reshape", {o, g_.dims({Dim::of(-1), g.nw, W, W, Dim::of(C)})});
     o = g_.node("Transpose", {o}, {{"perm", Ints{0, 2, 1, 3, 4}}});
-    o = g_.node("Reshape", {o, g_.dims({Dim::of(-1), hp, wp, Dim::of(C)})});
+    o = g_.node("Reshape", {o, g_.dims({Dim::of(-1), g.hp, g.wp, Dim::of(C)})});
     if (shift > 0) o = roll(roll(o, shift, 1), shift, 2);
-    if (padded) o = g_.node("Slice", {o, g_.ints({0, 0}), g_.dims({h, w}), g_.ints({1, 2})});
+    if (padded) o = g_.node("Slice", {o, g_.ints({0, 0}), g_.dims({g.h, g.w}), g_.ints({1, 2})});
     const std::string x1 = g_.node("Add", {x, o});
     // 7. x + fc2(GELU(fc1(norm2(x))))
     const std::string m = linear(blk.fc2, linear(blk.fc1, layer_norm(blk.norm2, x1), Act::Gelu));
@@ -275,18 +302,14 @@ class Exporter {
     std::array<std::string, 4> out;
     for (int i = 0; i < 4; ++i) {
       const SwinStage& st = bb.layers[i];
+      g_.set_scope(str_cat(tag, ".layers.", i));
+      const Windows geometry = windows(h, w);  // one per stage, as the shift mask
       std::string mask;
       for (size_t j = 0; j < st.blocks.size(); ++j) {
         g_.set_scope(str_cat(tag, ".layers.", i, ".blocks.", j));
         const int shift = (j % 2 == 1) ? win / 2 : 0;
-        if (shift > 0 && mask.empty()) {
-          // one mask per stage: every shifted block of it has the same geometry
-          const Dim W = Dim::of(win);
-          const Dim hp = g_.mul(g_.div(g_.add(h, Dim::of(win - 1)), W), W);
-          const Dim wp = g_.mul(g_.div(g_.add(w, Dim::of(win - 1)), W), W);
-          mask = shift_mask(hp, wp, win, shift);
-        }
-        cur = swin_block(st.blocks[j], cur, h, w, shift, mask);
+        if (shift > 0 && mask.empty()) mask = shift_mask(geometry, win, shift);
+        cur = swin_block(st.blocks[j], cur, geometry, shift, mask);
       }
       g_.set_scope(str_cat(tag, ".norm", i));
       out[i] = g_.node("Transpose", {layer_norm(bb.norms[i], cur)}, {{"perm", Ints{0, 3, 1, 2}}});
@@ -295,10 +318,7 @@ class Exporter {
         // [B, h, w, C] -> [B, ⌈h/2⌉, ⌈w/2⌉, 4C] -> norm -> reduction -> 2C
         g_.set_scope(str_cat(tag, ".layers.", i, ".downsample"));
         const Dim two = Dim::of(2), pb = g_.mod(h, two), pr = g_.mod(w, two);
-        if (!(pb.known() && pb.value == 0 && pr.known() && pr.value == 0)) {
-          const Dim z = Dim::of(0);
-          cur = g_.node("Pad", {cur, g_.dims({z, z, z, z, z, pb, pr, z})});
-        }
+        cur = pad_bottom_right(cur, pb, pr);
         std::vector<std::string> parts;
         for (auto [r, c] : {std::pair{0, 0}, {1, 0}, {0, 1}, {1, 1}})
           parts.push_back(g_.node("Slice", {cur, g_.ints({r, c}), g_.ints({kEnd, kEnd}),
@@ -341,15 +361,14 @@ class Exporter {
       const std::string delta =
           g_.node("Gather", {o32, g_.scalar_i64(axis_of_offset)}, {{"axis", int64_t(2)}});
       // base position p (or q) per pixel, broadcast: [1, 1, h, 1] or [1, 1, 1, w]
-      std::string pos =
-          g_.node("Range", {g_.scalar_f32(0.f), g_.dim_f32(size), g_.scalar_f32(1.f)});
+      const std::string sz = g_.dim_f32(size);
+      std::string pos = g_.node("Range", {g_.scalar_f32(0.f), sz, g_.scalar_f32(1.f)});
       pos = g_.node("Reshape", {pos, g_.ints(rows ? Ints{1, 1, -1, 1} : Ints{1, 1, 1, -1})});
       std::vector<float> tap(static_cast<size_t>(kk));
       for (int64_t n = 0; n < kk; ++n) tap[size_t(n)] = float((rows ? n / k : n % k) - pad);
       const std::string taps =
           g_.weight_f32(str_cat("deform.taps.k", k, rows ? ".y" : ".x"), {1, kk, 1, 1}, tap.data());
       const std::string p = g_.node("Add", {g_.node("Add", {delta, pos}), taps});  // [B, k², h, w]
-      const std::string sz = g_.dim_f32(size);
       const std::string scaled = g_.node(
           "Div",
           {g_.node("Add", {g_.node("Mul", {p, g_.scalar_f32(2.f)}), g_.scalar_f32(1.f)}), sz});

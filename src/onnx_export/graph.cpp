@@ -12,19 +12,14 @@ std::string Graph::fresh(const std::string& op) {
   return str_cat(scope_.empty() ? "" : scope_ + "/", op, "_", n);
 }
 
-std::vector<std::string> Graph::node_n(const std::string& op,
-                                       const std::vector<std::string>& inputs, int outputs,
-                                       const std::vector<Attr>& attrs) {
+std::string Graph::node(const std::string& op, const std::vector<std::string>& inputs,
+                        const std::vector<Attr>& attrs) {
   onnx::NodeProto* n = g_.add_node();
   const std::string name = fresh(op);
   n->set_name(name);
   n->set_op_type(op);
   for (const std::string& in : inputs) n->add_input(in);
-  std::vector<std::string> outs;
-  for (int i = 0; i < outputs; ++i) {
-    outs.push_back(outputs == 1 ? name : str_cat(name, ":", i));
-    n->add_output(outs.back());
-  }
+  n->add_output(name);
   for (const Attr& a : attrs) {
     onnx::AttributeProto* p = n->add_attribute();
     p->set_name(a.name);
@@ -42,12 +37,7 @@ std::vector<std::string> Graph::node_n(const std::string& op,
       for (int64_t v : std::get<std::vector<int64_t>>(a.value)) p->add_ints(v);
     }
   }
-  return outs;
-}
-
-std::string Graph::node(const std::string& op, const std::vector<std::string>& inputs,
-                        const std::vector<Attr>& attrs) {
-  return node_n(op, inputs, 1, attrs)[0];
+  return name;
 }
 
 std::string Graph::add_tensor(const std::string& name, const std::vector<int64_t>& shape,
@@ -73,6 +63,10 @@ std::string Graph::add_tensor(const std::string& name, const std::vector<int64_t
     t->set_raw_data(std::string(reinterpret_cast<const char*>(data), n * sizeof(float)));
   }
   return name;
+}
+
+bool Graph::has_weight(const std::string& name) const {
+  return weights_.count(name) > 0;
 }
 
 std::string Graph::weight(const std::string& name, const std::vector<int64_t>& shape,
@@ -176,14 +170,7 @@ Dim Graph::shape_dim(const std::string& x, int64_t axis) {
 }
 
 std::string Graph::dims(const std::vector<Dim>& d) {
-  bool all_known = true;
-  for (const Dim& x : d) all_known = all_known && x.known();
-  if (all_known) {
-    std::vector<int64_t> v;
-    for (const Dim& x : d) v.push_back(x.value);
-    return ints(v);
-  }
-  // runs of known dimensions become one constant each
+  // runs of known dimensions become one constant each; all known: one constant
   std::vector<std::string> parts;
   std::vector<int64_t> run;
   for (const Dim& x : d) {
@@ -195,6 +182,7 @@ std::string Graph::dims(const std::vector<Dim>& d) {
     run.clear();
     parts.push_back(x.tensor);
   }
+  if (parts.empty()) return ints(run);
   if (!run.empty()) parts.push_back(ints(run));
   return node("Concat", parts, {{"axis", int64_t(0)}});
 }

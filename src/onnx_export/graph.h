@@ -35,17 +35,17 @@ class Graph {
   // Node names are "<scope>/<Op>_<n>"; outputs are named after their node.
   void set_scope(const std::string& scope) { scope_ = scope; }
 
-  // Adds a node; returns its first output (or all of them, `outputs` many).
+  // Adds a node with one output, named after the node; returns it.
   std::string node(const std::string& op, const std::vector<std::string>& inputs,
                    const std::vector<Attr>& attrs = {});
-  std::vector<std::string> node_n(const std::string& op, const std::vector<std::string>& inputs,
-                                  int outputs, const std::vector<Attr>& attrs = {});
 
   // A weight in the activation type (float16 in an f16 export), or always float32. The same
   // name added twice returns the first (the backbone's two passes share their weights).
   std::string weight(const std::string& name, const std::vector<int64_t>& shape, const float* data);
   std::string weight_f32(const std::string& name, const std::vector<int64_t>& shape,
                          const float* data);
+  // Whether a weight of that name was added (so a caller can skip re-laying it out).
+  bool has_weight(const std::string& name) const;
   // Cached constants: int64 vectors, scalars in the activation type or float32, int64 scalars.
   std::string ints(const std::vector<int64_t>& values);
   std::string scalar(float v);
