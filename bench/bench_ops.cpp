@@ -99,9 +99,15 @@ void BM_WindowAttention(benchmark::State& st) {
 }
 BENCHMARK(BM_WindowAttention)->UseRealTime()->Args({128, 0})->Args({128, 3})->Unit(benchmark::kMillisecond);
 
-// The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map.
+// The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map; precision 0: fp32, 1: bf16
+// (the samples gathered straight into bfloat16 columns).
 void BM_DeformConv7(benchmark::State& st) {
-  auto be = make_cpu_backend();
+  const bool bf16 = st.range(1) == 1;
+  if (bf16 && cpu_isa_supported() < CpuIsa::avx512_bf16) {
+    st.SkipWithError("no AVX512_BF16");
+    return;
+  }
+  auto be = make_cpu_backend(cpu_isa(), bf16 ? Precision::bf16 : Precision::fp32);
   const int h = int(st.range(0)), k = 7;
   DeformConv d;
   d.k = k;
@@ -112,13 +118,24 @@ void BM_DeformConv7(benchmark::State& st) {
   d.regular.act = Act::Relu;
   d.regular.weight = filled(size_t(256) * 64 * 49, 6, 0.02f);
   d.regular.bias = filled(256, 7, 0.1f);
+  d.offset_mask = d.regular;  // packed at prepare(), not run here
+  d.offset_mask.out = 3 * k * k;
+  d.offset_mask.act = Act::None;
+  d.offset_mask.weight = filled(size_t(3 * k * k) * 64 * 49, 10, 0.02f);
+  d.offset_mask.bias = filled(size_t(3 * k * k), 11, 0.1f);
+  be->prepare(d);
   Tensor x = filled({1, h, h, 64}, 8), om = filled({1, h, h, 3 * k * k}, 9);
   Tensor y = Tensor::empty({1, h, h, 1280});
   for (auto _ : st) be->deform_conv(d, x, om, y, 0);
   st.counters["GFLOP/s"] = benchmark::Counter(2.0 * h * h * 256 * 64 * 49 * st.iterations() / 1e9,
                                               benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_DeformConv7)->UseRealTime()->Arg(64)->Arg(128)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DeformConv7)
+    ->UseRealTime()
+    ->Args({64, 0})
+    ->Args({128, 0})
+    ->Args({128, 1})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_LayerNorm(benchmark::State& st) {
   auto be = make_cpu_backend();

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "ops/cpu/gemm_bf16.h"
+#include "ops/cpu/kernels.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -479,6 +480,51 @@ TEST(OpsBf16, FusedAsppWithinTheRoundingOfItsOperands) {
   std::printf("fused ASPP at bf16: max error %.2e of the output's scale\n", rel);
   EXPECT_GT(rel, 0.0);  // the bf16 path ran
   EXPECT_LE(rel, 2e-2);
+}
+
+// Precision::bf16's deformable columns, sampled straight into bfloat16, are the float32
+// columns rounded: at most one bfloat16 step apart where the two sum the corners in a different
+// order (FMA contraction), and equal almost everywhere. Taps outside the image, on its borders,
+// odd channel counts (masked tails) and an odd k²·Ci (the zero padding to kp) included.
+TEST(OpsBf16, DeformColumnsAreTheFloat32ColumnsRounded) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  const cpu::Kernels& k32 = cpu::kernels(CpuIsa::avx512);
+  int64_t values = 0, differ = 0, zeros = 0;
+  for (auto [k, Ci] : {std::pair{7, 64}, std::pair{3, 37}, std::pair{1, 96}}) {
+    const int B = 2, H = 11, W = 13;
+    DeformConv d;
+    d.k = k;
+    d.pad = k / 2;
+    const Tensor x = random_tensor({B, H, W, Ci}, 140);
+    const Tensor om = random_tensor({B, H, W, 3 * k * k}, 141, -2.5f, 2.5f);
+    const int64_t K = int64_t(k) * k * Ci, kp = (K + 1) / 2 * 2;
+    const int64_t p0 = 5, np = B * H * W - 9;  // a tile that starts and ends inside an image
+    std::vector<float> f32(size_t(np * K));
+    std::vector<uint16_t> bf(size_t(np * kp), 0xffff);
+    k32.deform_sample(d, x, om, p0, np, f32.data());
+    cpu::avx512_bf16::deform_columns_bf16(d, x, om, p0, np, kp, bf.data());
+    for (int64_t t = 0; t < np; ++t) {
+      for (int64_t i = 0; i < K; ++i) {
+        const float a = f32[size_t(t * K + i)], b = cpu::from_bf16(bf[size_t(t * kp + i)]);
+        const float rounded = cpu::from_bf16(cpu::to_bf16(a));
+        ++values;
+        zeros += a == 0.f;
+        if (b == rounded) continue;
+        ++differ;
+        // one bfloat16 step: 2^-7 of the value's magnitude
+        ASSERT_LE(std::fabs(b - rounded), std::ldexp(std::fabs(a), -7) + 1e-30)
+            << "k " << k << " Ci " << Ci << " position " << p0 + t << " column " << i;
+      }
+      if (kp > K) {
+        ASSERT_EQ(bf[size_t(t * kp + K)], 0) << "padding column of position " << p0 + t;
+      }
+    }
+  }
+  std::printf("deformable columns in bf16: %lld of %lld differ from the rounded float32 by one "
+              "step; %lld zeros\n",
+              (long long)differ, (long long)values, (long long)zeros);
+  EXPECT_LE(differ, values / 1000);
+  EXPECT_GT(zeros, 0);  // taps outside the image were among them
 }
 
 }  // namespace

@@ -257,19 +257,27 @@ class CpuBackend final : public Backend {
 
   // Rows [p0, p0 + np) of the flattened [B·H·W] output: bilinear samples with the modulation
   // applied into columns [np, k²·Ci] (tap-major), then one GEMM with the folded BatchNorm bias
-  // and ReLU into a dense tile, copied to dst (row stride ldd).
+  // and ReLU into a dense tile, copied to dst (row stride ldd). At Precision::bf16 the columns
+  // are bfloat16 and the GEMM writes dst's rows directly.
   void deform_rows(const DeformConv& d, const Tensor& x, const Tensor& om, int64_t p0, int64_t np,
                    float* dst, int64_t ldd) {
     const Linear& gemm = deform_gemm(d);
+    if (precision_ == Precision::bf16) {
+      if (auto it = bf16_.find(gemm.id.value); it != bf16_.end()) {
+        // sampled straight into bfloat16 columns; the BF16 GEMM writes strided rows as fast as
+        // dense ones: straight into dst
+        const cpu::PackedBf16& w = it->second;
+        if (cols_bf16_.size() < size_t(np * w.kp)) cols_bf16_.resize(size_t(np * w.kp));
+        cpu::avx512_bf16::deform_columns_bf16(d, x, om, p0, np, w.kp, cols_bf16_.data());
+        cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, dst, ldd, d.regular.act, false,
+                                         bf16_scratch_);
+        return;
+      }
+    }
     const int64_t K = int64_t(d.k) * d.k * x.dim(3);
     if (cols_.size() < size_t(np * K)) cols_.resize(size_t(np * K));
     float* cols = cols_.data();
     k_.deform_sample(d, x, om, p0, np, cols);
-    if (precision_ == Precision::bf16 && bf16_.count(gemm.id.value)) {
-      // the BF16 GEMM writes strided rows as fast as dense ones: straight into dst
-      run_linear(gemm, cols, np, K, dst, ldd, d.regular.act, false);
-      return;
-    }
     // oneDNN's fast (brgemm) matmul wants a dense destination: GEMM into a tile, then copy.
     const int64_t Co = gemm.out;
     if (tile_out_.size() < size_t(np * Co)) tile_out_.resize(size_t(np * Co));

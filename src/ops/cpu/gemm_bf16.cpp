@@ -263,46 +263,6 @@ void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float*
            [&](int64_t m0, int64_t, uint16_t*) { return a + m0 * w.kp; });
 }
 
-namespace {
-
-// Ci floats at src to bfloat16 at dst. (A function of its own: clang does not give OpenMP's
-// outlined loop bodies the region's target, and intrinsics need it.)
-void to_bf16_run(const float* src, int64_t Ci, uint16_t* dst) {
-  int64_t i = 0;
-  for (; i + 16 <= Ci; i += 16)
-    _mm256_storeu_si256((__m256i*)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-  if (i < Ci) {
-    const __mmask16 m = __mmask16((1u << (Ci - i)) - 1u);
-    _mm256_mask_storeu_epi16(dst + i, m,
-                             (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
-  }
-}
-
-}  // namespace
-
-void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
-                       int64_t np, int64_t kp, uint16_t* cols) {
-  const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
-  const int k = c.k;
-  const int64_t K = int64_t(k) * k * Ci;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < np; ++t) {
-    const int64_t p = p0 + t, b = p / (Ho * Wo), yo = (p / Wo) % Ho, xo = p % Wo;
-    uint16_t* col = cols + t * kp;
-    for (int ky = 0; ky < k; ++ky) {
-      const int64_t yi = yo * c.stride - c.pad + ky;
-      for (int kx = 0; kx < k; ++kx, col += Ci) {
-        const int64_t xi = xo * c.stride - c.pad + kx;
-        if (yi < 0 || yi >= H || xi < 0 || xi >= W)
-          std::memset(col, 0, size_t(Ci) * sizeof(uint16_t));
-        else
-          to_bf16_run(x.data + ((b * H + yi) * W + xi) * Ci, Ci, col);
-      }
-    }
-    if (kp > K) cols[t * kp + K] = 0;
-  }
-}
-
 }  // namespace biref::cpu::BIREF_ISA
 
 #include "ops/cpu/isa_end.h"

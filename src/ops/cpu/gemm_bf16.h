@@ -39,8 +39,14 @@ void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float*
 // The im2col columns of output positions [p0, p0 + np) of the flattened [B·Ho·Wo] output of
 // `c`, tap-major (column n·in + ci: tap n, channel ci) as conv_gemm_weights orders the weight,
 // converted to bfloat16 as they are gathered: rows of kp (k²·in, padded to even with a zero).
+// (columns_bf16.cpp)
 void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo, int64_t p0,
                        int64_t np, int64_t kp, uint16_t* cols);
+// The deformable convolution's columns of output positions [p0, p0 + np), as deform_sample
+// (kernels.h) computes them in float32, rounded to bfloat16: rows of kp (k²·Ci, padded to even
+// with a zero), tap-major.
+void deform_columns_bf16(const DeformConv& d, const Tensor& x, const Tensor& offset_mask,
+                         int64_t p0, int64_t np, int64_t kp, uint16_t* cols);
 }  // namespace avx512_bf16
 
 // float32 -> bfloat16 bits, round to nearest even (NaN stays NaN), and back: the arithmetic the
