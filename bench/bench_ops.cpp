@@ -137,6 +137,34 @@ BENCHMARK(BM_DeformConv7)
     ->Args({128, 1})
     ->Unit(benchmark::kMillisecond);
 
+// The output head's image-side pair at full resolution: 3×3 from the image's 3 channels to 64,
+// ReLU, then 3×3 to one channel (conv_pair), on an n×n image.
+void BM_ConvPair(benchmark::State& st) {
+  auto be = make_cpu_backend();
+  const int n = int(st.range(0));
+  Conv2d a, b;
+  a.in = 3;
+  a.out = 64;
+  a.k = 3;
+  a.pad = 1;
+  a.act = Act::Relu;
+  a.weight = filled(size_t(64) * 3 * 9, 12, 0.2f);
+  a.bias = filled(64, 13, 0.1f);
+  b.in = 64;
+  b.out = 1;
+  b.k = 3;
+  b.pad = 1;
+  b.weight = filled(size_t(64) * 9, 14, 0.05f);
+  b.bias = filled(1, 15, 0.1f);
+  be->prepare(a);
+  be->prepare(b);
+  Tensor x = filled({1, n, n, 3}, 16), y = Tensor::empty({1, n, n, 1});
+  for (auto _ : st) be->conv_pair(a, b, x, y);
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * (64 * 27 + 64 * 9) * st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ConvPair)->UseRealTime()->Arg(1024)->Unit(benchmark::kMillisecond);
+
 void BM_LayerNorm(benchmark::State& st) {
   auto be = make_cpu_backend();
   LayerNorm ln;

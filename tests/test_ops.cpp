@@ -94,7 +94,7 @@ TEST_P(Ops, Conv2dShapesStridesAndActivations) {
         Case{1, 5, 7, 11, 3, 1, 1, 0, Act::Sigmoid}, Case{1, 11, 9, 4, 9, 7, 1, 3, Act::None},
         // one output channel (biref's own kernel), with and without activation
         Case{2, 13, 7, 32, 1, 3, 1, 1, Act::None}, Case{1, 6, 9, 16, 1, 3, 1, 1, Act::Relu},
-        Case{1, 6, 9, 48, 1, 1, 1, 0, Act::Sigmoid}}) {
+        Case{1, 6, 9, 48, 1, 1, 1, 0, Act::Sigmoid}, Case{1, 10, 21, 16, 1, 7, 1, 3, Act::None}}) {
     Conv2d conv = c.conv(11);
     Tensor x = random_tensor({c.B, c.H, c.W, c.in}, 12);
     Tensor y0 = c.output(), y1 = Tensor::empty(y0.shape);
@@ -336,20 +336,27 @@ namespace biref {
 namespace {
 
 TEST_P(Ops, ConvPairFusedInBandsMatchesTwoConvolutions) {
-  // image (3 channels) -> 3×3 to 32 -> 3×3 to 1: heights that are and are not multiples of the
-  // CPU backend's 8-row bands, batch 2
+  // image (3 channels) -> 3×3 to 32 or 80 -> 3×3 to 1, batch 2: heights within one of the CPU
+  // kernel's 32-row ranges and across several (its ring of rows wrapping, rows recomputed at the
+  // ranges' edges), widths that are and are not multiples of its pixel tiles, and 80 channels
+  // (a whole channel tile and a narrower one)
   auto ref = make_ref_backend();
   auto cpu = make_cpu_backend(GetParam());
-  for (auto [H, act] : {std::pair{5, Act::None}, std::pair{8, Act::Relu}, std::pair{19, Act::None},
-                        std::pair{9, Act::Gelu}, std::pair{6, Act::Sigmoid}}) {
+  struct Case {
+    int H, W, Cm;
+    Act act;
+  };
+  for (const Case& c : {Case{5, 13, 32, Act::None}, Case{8, 13, 32, Act::Relu},
+                        Case{19, 13, 32, Act::None}, Case{70, 27, 80, Act::Relu},
+                        Case{9, 13, 32, Act::Gelu}, Case{6, 13, 32, Act::Sigmoid}}) {
     // GELU / sigmoid between the two are not the banded kernel's: it must fall back, correctly
-    Conv2d a = random_conv(3, 32, 3, 1, 1, act, 110);
-    Conv2d b = random_conv(32, 1, 3, 1, 1, Act::None, 111);
-    Tensor x = random_tensor({2, H, 13, 3}, 112);
-    Tensor y0 = Tensor::empty({2, H, 13, 1}), y1 = Tensor::empty(y0.shape);
+    Conv2d a = random_conv(3, c.Cm, 3, 1, 1, c.act, 110);
+    Conv2d b = random_conv(c.Cm, 1, 3, 1, 1, Act::None, 111);
+    Tensor x = random_tensor({2, c.H, c.W, 3}, 112);
+    Tensor y0 = Tensor::empty({2, c.H, c.W, 1}), y1 = Tensor::empty(y0.shape);
     ref->conv_pair(a, b, x, y0);
     cpu->conv_pair(a, b, x, y1);
-    EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "H " << H << " act " << int(act);
+    EXPECT_LE(max_abs_diff(y0, y1), 2e-5) << "H " << c.H << " Cm " << c.Cm << " act " << int(c.act);
   }
 }
 
