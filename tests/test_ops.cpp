@@ -449,7 +449,9 @@ TEST(OpsBf16, PreparedLinearsAndConvolutionsRunInBf16) {
   for (const Case& c :
        {Case{1, 9, 13, 5, 7, 3, 1, 1, Act::Relu}, Case{2, 8, 12, 3, 6, 4, 4, 0, Act::None},
         Case{1, 11, 9, 20, 70, 7, 1, 3, Act::None}, Case{2, 10, 7, 33, 16, 3, 2, 1, Act::Relu},
-        Case{1, 5, 7, 64, 24, 1, 1, 0, Act::Sigmoid}}) {
+        Case{1, 5, 7, 64, 24, 1, 1, 0, Act::Sigmoid},
+        // read in place (implicit GEMM): k 7 above, and here k 3, batch 2, two bands of rows
+        Case{2, 80, 70, 24, 40, 3, 1, 1, Act::Relu}}) {
     Conv2d conv = c.conv(11);
     conv.weight = bf16_rounded(conv.weight);
     bf->prepare(conv);

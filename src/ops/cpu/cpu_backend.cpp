@@ -221,9 +221,14 @@ class CpuBackend final : public Backend {
     dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
   }
 
-  // y = c(x) as tiles of im2col columns [tile, k²·in] in bfloat16 times the GEMM form of the
-  // weight `w`, written straight into y's rows (Precision::bf16).
+  // y = c(x) as the GEMM form of the weight `w` times bfloat16 columns, written straight into
+  // y's rows (Precision::bf16): read in place from a padded copy of x for same-size convolutions
+  // (implicit GEMM), else as tiles of im2col columns [tile, k²·in].
   void conv_as_gemm(const Conv2d& c, const cpu::PackedBf16& w, const Tensor& x, Tensor& y) {
+    if (cpu::conv_reads_in_place(c)) {
+      cpu::avx512_bf16::conv_bf16(w, c, x, y, bf16_scratch_);
+      return;
+    }
     const int64_t Ho = y.dim(1), Wo = y.dim(2), P = y.dim(0) * Ho * Wo;
     const int64_t tile = k_.conv_tile(c);
     if (cols_bf16_.size() < size_t(std::min(tile, P) * w.kp))

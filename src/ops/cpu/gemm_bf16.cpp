@@ -106,23 +106,38 @@ void convert_rows(const float* x, int64_t ldx, int64_t mr, int64_t k, int64_t kp
   }
 }
 
-// acc[r][v] = Σ over k pairs of a[r] · panel, then the epilogue into y.
+// Where a register tile's rows of x (A, in bfloat16) are. Row r starts at rows[r]; its k pairs
+// run over `taps` segments of `pairs` pairs, segment t starting tap_off[t] elements past the
+// row's start: one segment of kp/2 pairs for a plain GEMM, the k² taps of in/2 pairs each for a
+// convolution read in place from its zero-padded input (implicit GEMM). The panel's k order is
+// the same: segment after segment.
+struct ATile {
+  const uint16_t* rows[6];
+  const int64_t* tap_off;
+  int taps;
+  int64_t pairs;
+};
+
+// acc[r][v] = Σ over k pairs of a's row r · panel, then the epilogue into y.
 template <int MR, int NV>
-void tile(const uint16_t* a, int64_t kp, const uint16_t* panel, int64_t n0, int64_t n,
-          const float* bias, float* y, int64_t ldy, Act act, bool accumulate) {
+void tile(const ATile& a, const uint16_t* panel, int64_t n0, int64_t n, const float* bias,
+          float* y, int64_t ldy, Act act, bool accumulate) {
   __m512 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  const int64_t pairs = kp / 2;
-  for (int64_t i = 0; i < pairs; ++i) {
-    const uint16_t* b = panel + i * (NV * 32);
-    __m512bh bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + v * 32);
-    for (int r = 0; r < MR; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, a + r * kp + 2 * i, sizeof(pair));
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+  const uint16_t* b = panel;
+  for (int t = 0; t < a.taps; ++t) {
+    const uint16_t* rp[MR];
+    for (int r = 0; r < MR; ++r) rp[r] = a.rows[r] + a.tap_off[t];
+    for (int64_t i = 0; i < a.pairs; ++i, b += NV * 32) {
+      __m512bh bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + v * 32);
+      for (int r = 0; r < MR; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, rp[r] + 2 * i, sizeof(pair));
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+      }
     }
   }
   // Epilogue in float32, in registers: bias, activation, residual sum; columns past n are not
@@ -147,21 +162,21 @@ void tile(const uint16_t* a, int64_t kp, const uint16_t* panel, int64_t n0, int6
 }
 
 template <int NV>
-void tile_rows(int64_t mr, const uint16_t* a, int64_t kp, const uint16_t* panel, int64_t n0,
-               int64_t n, const float* bias, float* y, int64_t ldy, Act act, bool accumulate) {
+void tile_rows(int64_t mr, const ATile& a, const uint16_t* panel, int64_t n0, int64_t n,
+               const float* bias, float* y, int64_t ldy, Act act, bool accumulate) {
   switch (mr) {
     case 6:
-      return tile<6, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<6, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
     case 5:
-      return tile<5, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<5, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
     case 4:
-      return tile<4, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<4, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
     case 3:
-      return tile<3, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<3, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
     case 2:
-      return tile<2, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<2, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
     default:
-      return tile<1, NV>(a, kp, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<1, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
   }
 }
 
@@ -195,11 +210,12 @@ PackedBf16 pack_bf16(const float* w, int64_t n, int64_t k, const std::vector<flo
 
 namespace {
 
-// The driver: `rows_at(m0, mc, buffer)` gives the bf16 rows [m0, m0 + mc) (kp apart), either
-// converted into `buffer` or already there.
-template <typename RowsAt>
+// The driver. `source(m0, mc, buffer)` gives the block of rows [m0, m0 + mc) of x in bfloat16
+// (converted into `buffer` when needs_buffer, or read in place): an object whose
+// tile(r, mr, a) points a's rows at the block's rows r .. r + mr.
+template <typename Source>
 void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act, bool accumulate,
-              Bf16Scratch& scratch, bool needs_buffer, RowsAt rows_at) {
+              Bf16Scratch& scratch, bool needs_buffer, Source source) {
   if (rows <= 0) return;
   const int64_t kp = w.kp, n16 = (w.n + 15) / 16 * 16;
   const int64_t panels = (n16 + kPanel - 1) / kPanel;
@@ -216,8 +232,8 @@ void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act,
   for (int64_t task = 0; task < blocks * groups; ++task) {
     const int64_t blk = task / groups, grp = task % groups;
     const int64_t m0 = blk * kRowBlock, mc = std::min(kRowBlock, rows - m0);
-    const uint16_t* a =
-        rows_at(m0, mc, scratch.a.data() + per_thread * size_t(omp_get_thread_num()));
+    const auto block =
+        source(m0, mc, scratch.a.data() + per_thread * size_t(omp_get_thread_num()));
     const int64_t p_end = std::min(panels, (grp + 1) * per_group);
     for (int64_t pnl = grp * per_group; pnl < p_end; ++pnl) {
       const int64_t n0 = pnl * kPanel;
@@ -225,20 +241,21 @@ void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act,
       const uint16_t* panel = w.w.data() + n0 * kp;
       for (int64_t r = 0; r < mc; r += 6) {
         const int64_t mr = std::min<int64_t>(6, mc - r);
-        const uint16_t* ar = a + r * kp;
+        ATile a;
+        block.tile(r, mr, a);
         float* yr = y + (m0 + r) * ldy;
         switch (nv) {
           case 4:
-            tile_rows<4>(mr, ar, kp, panel, n0, w.n, bias, yr, ldy, act, accumulate);
+            tile_rows<4>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
             break;
           case 3:
-            tile_rows<3>(mr, ar, kp, panel, n0, w.n, bias, yr, ldy, act, accumulate);
+            tile_rows<3>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
             break;
           case 2:
-            tile_rows<2>(mr, ar, kp, panel, n0, w.n, bias, yr, ldy, act, accumulate);
+            tile_rows<2>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
             break;
           default:
-            tile_rows<1>(mr, ar, kp, panel, n0, w.n, bias, yr, ldy, act, accumulate);
+            tile_rows<1>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
             break;
         }
       }
@@ -246,21 +263,97 @@ void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act,
   }
 }
 
+// Rows of kp bfloat16 one after the other: one segment per row.
+struct DenseBlock {
+  const uint16_t* a;
+  int64_t kp;
+  void tile(int64_t r, int64_t mr, ATile& t) const {
+    static constexpr int64_t kNoOffset[1] = {0};
+    for (int64_t j = 0; j < mr; ++j) t.rows[j] = a + (r + j) * kp;
+    t.tap_off = kNoOffset;
+    t.taps = 1;
+    t.pairs = kp / 2;
+  }
+};
+
 }  // namespace
 
 void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
                int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch) {
   run_gemm(w, rows, y, ldy, act, accumulate, scratch, true,
-           [&](int64_t m0, int64_t mc, uint16_t* buf) -> const uint16_t* {
+           [&](int64_t m0, int64_t mc, uint16_t* buf) {
              convert_rows(x + m0 * ldx, ldx, mc, w.k, w.kp, buf);
-             return buf;
+             return DenseBlock{buf, w.kp};
            });
 }
 
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch) {
   run_gemm(w, rows, y, ldy, act, accumulate, scratch, false,
-           [&](int64_t m0, int64_t, uint16_t*) { return a + m0 * w.kp; });
+           [&](int64_t m0, int64_t, uint16_t*) { return DenseBlock{a + m0 * w.kp, w.kp}; });
+}
+
+namespace {
+
+// Output positions of a band of image rows, read in place from the band's zero-padded bfloat16
+// copy: position m (output row m / W, column m % W) starts at band + (m / W · Wp + m % W) · in,
+// tap (ky, kx) tap_off = (ky · Wp + kx) · in further.
+struct BandBlock {
+  const uint16_t* band;
+  int64_t m0, W, Wp, in;
+  const int64_t* tap_off;
+  int taps;
+  void tile(int64_t r, int64_t mr, ATile& t) const {
+    for (int64_t j = 0; j < mr; ++j) {
+      const int64_t m = m0 + r + j;
+      t.rows[j] = band + (m / W * Wp + m % W) * in;
+    }
+    t.tap_off = tap_off;
+    t.taps = taps;
+    t.pairs = in / 2;
+  }
+};
+
+// Padded band rows [0, rows) (image rows y0 − pad + i) of image b into `band`, bfloat16, zero
+// outside the image. (A function of its own: clang does not give OpenMP's outlined loop bodies
+// the region's target.)
+void pad_row_bf16(const Tensor& x, int64_t b, int64_t iy, int64_t pad, int64_t Wp, uint16_t* row) {
+  const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
+  if (iy < 0 || iy >= H) {
+    std::memset(row, 0, size_t(Wp * Ci) * sizeof(uint16_t));
+    return;
+  }
+  std::memset(row, 0, size_t(pad * Ci) * sizeof(uint16_t));
+  convert_rows(x.data + (b * H + iy) * W * Ci, 0, 1, W * Ci, W * Ci, row + pad * Ci);
+  std::memset(row + (pad + W) * Ci, 0, size_t(pad * Ci) * sizeof(uint16_t));
+}
+
+}  // namespace
+
+void conv_bf16(const PackedBf16& w, const Conv2d& c, const Tensor& x, Tensor& y,
+               Bf16Scratch& scratch) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), pad = c.pad;
+  const int64_t Wp = W + 2 * pad;
+  const int taps = c.k * c.k;
+  int64_t tap_off[15 * 15];  // is_same_size: k ≤ 15
+  for (int t = 0; t < taps; ++t) tap_off[t] = (t / c.k * Wp + t % c.k) * Ci;
+  // bands of about 4096 positions: the padded copy stays a few MB (in L2 for a narrow input)
+  const int64_t band_rows = std::clamp<int64_t>(4096 / W, 1, H);
+  const size_t band_elems = size_t((band_rows + 2 * pad) * Wp * Ci);
+  if (scratch.band.size() < band_elems) scratch.band.resize(band_elems);
+  uint16_t* band = scratch.band.data();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t y0 = 0; y0 < H; y0 += band_rows) {
+      const int64_t rows = std::min(band_rows, H - y0), padded = rows + 2 * pad;
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < padded; ++i)
+        pad_row_bf16(x, b, y0 - pad + i, pad, Wp, band + i * Wp * Ci);
+      run_gemm(w, rows * W, y.data + (b * H + y0) * W * c.out, c.out, c.act, false, scratch, false,
+               [&](int64_t m0, int64_t, uint16_t*) {
+                 return BandBlock{band, m0, W, Wp, Ci, tap_off, taps};
+               });
+    }
+  }
 }
 
 }  // namespace biref::cpu::BIREF_ISA

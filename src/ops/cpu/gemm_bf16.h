@@ -22,10 +22,18 @@ struct PackedBf16 {
   size_t bytes() const { return w.size() * sizeof(uint16_t) + bias.size() * sizeof(float); }
 };
 
-// Per-thread blocks of x in bfloat16, grown outside the parallel region and reused.
+// Per-thread blocks of x in bfloat16, and conv_bf16's padded band of its input: grown outside
+// the parallel regions and reused.
 struct Bf16Scratch {
   std::vector<uint16_t> a;
+  std::vector<uint16_t> band;
 };
+
+// What conv_bf16 reads in place: a same-size stride-1 convolution (k ≤ 15) over an even number
+// of channels (whole bfloat16 pairs per tap).
+inline bool conv_reads_in_place(const Conv2d& c) {
+  return c.stride == 1 && 2 * c.pad == c.k - 1 && c.k <= 15 && c.in % 2 == 0;
+}
 
 namespace avx512_bf16 {
 // `w` [n, k] float32 row-major (PyTorch's Linear layout).
@@ -36,6 +44,12 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
 // The same from rows already in bfloat16, `a` [rows, w.kp].
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch);
+// y = c(x) for conv_reads_in_place(c), `w` the GEMM form of c's weight (conv_gemm_weights, k =
+// k²·in): an implicit GEMM. x is converted to bfloat16 a band of rows at a time into a
+// zero-padded copy, and the GEMM's rows (output positions) read their k² taps from it in place,
+// without the k²-times larger im2col columns.
+void conv_bf16(const PackedBf16& w, const Conv2d& c, const Tensor& x, Tensor& y,
+               Bf16Scratch& scratch);
 // The im2col columns of output positions [p0, p0 + np) of the flattened [B·Ho·Wo] output of
 // `c`, tap-major (column n·in + ci: tap n, channel ci) as conv_gemm_weights orders the weight,
 // converted to bfloat16 as they are gathered: rows of kp (k²·in, padded to even with a zero).
