@@ -188,3 +188,41 @@ BENCHMARK(BM_ResizeAlignCorners)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace biref
+
+namespace biref {
+namespace {
+// A Swin MLP in BF16 (rows, C): fc1 (C -> 4C, GELU) and fc2 (4C -> C, residual sum) as two GEMMs
+// through a float32 hidden layer (fused 0) or fused with the hidden layer in bfloat16 blocks
+// (fused 1, mlp_bf16).
+void BM_MlpBf16(benchmark::State& st) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) {
+    st.SkipWithError("no AVX512_BF16");
+    return;
+  }
+  const int64_t rows = st.range(0), C = st.range(1);
+  const bool fused = st.range(2) == 1;
+  const Linear l1 = bench_linear(C, 4 * C), l2 = bench_linear(4 * C, C);
+  const cpu::PackedBf16 p1 = cpu::avx512_bf16::pack_bf16(l1.weight.data(), 4 * C, C, l1.bias);
+  const cpu::PackedBf16 p2 = cpu::avx512_bf16::pack_bf16(l2.weight.data(), C, 4 * C, l2.bias);
+  cpu::Bf16Scratch scratch;
+  Tensor h = filled({rows, C}, 3), x = filled({rows, C}, 4), hid = Tensor::empty({rows, 4 * C});
+  for (auto _ : st) {
+    if (fused) {
+      cpu::avx512_bf16::mlp_bf16(p1, p2, h.data, rows, x.data, scratch);
+    } else {
+      cpu::avx512_bf16::gemm_bf16(p1, h.data, rows, C, hid.data, 4 * C, Act::Gelu, false, scratch);
+      cpu::avx512_bf16::gemm_bf16(p2, hid.data, rows, 4 * C, x.data, C, Act::None, true, scratch);
+    }
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(16.0 * rows * C * C * st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_MlpBf16)
+    ->UseRealTime()
+    ->Args({16384, 96, 0})
+    ->Args({16384, 96, 1})
+    ->Args({4096, 384, 0})
+    ->Args({4096, 384, 1})
+    ->Unit(benchmark::kMillisecond);
+}  // namespace
+}  // namespace biref

@@ -97,6 +97,10 @@ struct Runner {
       float* xr = x.data + t0 * C;
       Tensor n2 = pool.empty({n, C});
       be.layer_norm(blk.norm2, xr, n, n2.data);
+      if (be.fused_mlp(blk.fc1, blk.fc2, n2.data, n, xr)) {
+        ctx.flops += 4.0 * double(n) * blk.fc1.in * blk.fc1.out;
+        continue;
+      }
       Tensor hid = pool.empty({n, int64_t(blk.fc1.out)});
       linear(blk.fc1, n2, hid, Act::Gelu);
       n2 = Tensor();

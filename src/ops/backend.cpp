@@ -48,6 +48,10 @@ void Backend::aspp_deformable(const std::array<const DeformConv*, 4>& branches,
   conv2d(conv1, cat, y);
 }
 
+bool Backend::fused_mlp(const Linear&, const Linear&, const float*, int64_t, float*) {
+  return false;
+}
+
 void Backend::conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y) {
   Tensor mid = Tensor::empty({x.dim(0), (x.dim(1) + 2 * a.pad - a.k) / a.stride + 1,
                               (x.dim(2) + 2 * a.pad - a.k) / a.stride + 1, int64_t(a.out)});

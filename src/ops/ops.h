@@ -100,6 +100,12 @@ class Backend {
   virtual void aspp_deformable(const std::array<const DeformConv*, 4>& branches,
                                const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
                                const Tensor& pooled, const Conv2d& conv1, Tensor& y);
+  // x += fc2(GELU(fc1(h))) for `rows` tokens (h, x: [rows, fc1.in], contiguous): a Swin block's
+  // MLP in one pass, without its fc1.out-wide hidden layer in memory. Returns false, doing
+  // nothing, where the backend does not fuse it (the default): the caller then runs the two
+  // linears through a hidden tensor of its own.
+  virtual bool fused_mlp(const Linear& fc1, const Linear& fc2, const float* h, int64_t rows,
+                         float* x);
   // y = b(a(x)) for two convolutions in a row (no activation in between beyond a's own).
   // The default runs them one after the other; a backend may fuse them.
   virtual void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y);

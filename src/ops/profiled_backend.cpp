@@ -55,6 +55,18 @@ class ProfiledBackend final : public Backend {
                        const Tensor& pooled, const Conv2d& conv1, Tensor& y) override {
     timed("aspp_deformable", [&] { in_.aspp_deformable(branches, offset_masks, x, pooled, conv1, y); });
   }
+  bool fused_mlp(const Linear& fc1, const Linear& fc2, const float* h, int64_t rows,
+                 float* x) override {
+    bool fused = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    fused = in_.fused_mlp(fc1, fc2, h, rows, x);
+    if (fused) {
+      auto& s = prof_["mlp"];
+      s.calls += 1;
+      s.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return fused;
+  }
   void conv_pair(const Conv2d& a, const Conv2d& b, const Tensor& x, Tensor& y) override {
     timed("conv_pair", [&] { in_.conv_pair(a, b, x, y); });
   }

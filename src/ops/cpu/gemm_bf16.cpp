@@ -119,9 +119,11 @@ struct ATile {
 };
 
 // acc[r][v] = Σ over k pairs of a's row r · panel, then the epilogue into y.
+// yb non-null: the results (bias and activation applied) are written to yb in bfloat16 instead,
+// row stride ldy, for another GEMM to read as its x.
 template <int MR, int NV>
 void tile(const ATile& a, const uint16_t* panel, int64_t n0, int64_t n, const float* bias,
-          float* y, int64_t ldy, Act act, bool accumulate) {
+          float* y, uint16_t* yb, int64_t ldy, Act act, bool accumulate) {
   __m512 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
@@ -151,6 +153,14 @@ void tile(const ATile& a, const uint16_t* panel, int64_t n0, int64_t n, const fl
                           : __mmask16((1u << left) - 1u);
     bv[v] = bias ? _mm512_maskz_loadu_ps(mask[v], bias + n0 + 16 * v) : _mm512_setzero_ps();
   }
+  if (yb) {
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v)
+        _mm256_mask_storeu_epi16(
+            yb + r * ldy + n0 + 16 * v, mask[v],
+            (__m256i)_mm512_cvtneps_pbh(activate(_mm512_add_ps(acc[r][v], bv[v]), act)));
+    return;
+  }
   for (int r = 0; r < MR; ++r) {
     float* yr = y + r * ldy + n0;
     for (int v = 0; v < NV; ++v) {
@@ -163,21 +173,61 @@ void tile(const ATile& a, const uint16_t* panel, int64_t n0, int64_t n, const fl
 
 template <int NV>
 void tile_rows(int64_t mr, const ATile& a, const uint16_t* panel, int64_t n0, int64_t n,
-               const float* bias, float* y, int64_t ldy, Act act, bool accumulate) {
+               const float* bias, float* y, uint16_t* yb, int64_t ldy, Act act,
+               bool accumulate) {
   switch (mr) {
     case 6:
-      return tile<6, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<6, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
     case 5:
-      return tile<5, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<5, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
     case 4:
-      return tile<4, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<4, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
     case 3:
-      return tile<3, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<3, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
     case 2:
-      return tile<2, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<2, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
     default:
-      return tile<1, NV>(a, panel, n0, n, bias, y, ldy, act, accumulate);
+      return tile<1, NV>(a, panel, n0, n, bias, y, yb, ldy, act, accumulate);
   }
+}
+
+// Rows [0, mc) of a block, A given per tile by block.tile(), times panels [p0, p1) of w into y
+// (float32) or yb (bfloat16), rows ldy apart, both starting at the block's first row.
+template <typename Block>
+void block_panels(const PackedBf16& w, const Block& block, int64_t mc, int64_t p0, int64_t p1,
+                  float* y, uint16_t* yb, int64_t ldy, Act act, bool accumulate) {
+  const int64_t n16 = (w.n + 15) / 16 * 16;
+  const float* bias = w.bias.empty() ? nullptr : w.bias.data();
+  for (int64_t pnl = p0; pnl < p1; ++pnl) {
+    const int64_t n0 = pnl * kPanel;
+    const int nv = int(std::min<int64_t>(kPanel, n16 - n0) / 16);
+    const uint16_t* panel = w.w.data() + n0 * w.kp;
+    for (int64_t r = 0; r < mc; r += 6) {
+      const int64_t mr = std::min<int64_t>(6, mc - r);
+      ATile a;
+      block.tile(r, mr, a);
+      float* yr = y ? y + r * ldy : nullptr;
+      uint16_t* ybr = yb ? yb + r * ldy : nullptr;
+      switch (nv) {
+        case 4:
+          tile_rows<4>(mr, a, panel, n0, w.n, bias, yr, ybr, ldy, act, accumulate);
+          break;
+        case 3:
+          tile_rows<3>(mr, a, panel, n0, w.n, bias, yr, ybr, ldy, act, accumulate);
+          break;
+        case 2:
+          tile_rows<2>(mr, a, panel, n0, w.n, bias, yr, ybr, ldy, act, accumulate);
+          break;
+        default:
+          tile_rows<1>(mr, a, panel, n0, w.n, bias, yr, ybr, ldy, act, accumulate);
+          break;
+      }
+    }
+  }
+}
+
+int64_t panels_of(const PackedBf16& w) {
+  return ((w.n + 15) / 16 * 16 + kPanel - 1) / kPanel;
 }
 
 }  // namespace
@@ -217,49 +267,23 @@ template <typename Source>
 void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act, bool accumulate,
               Bf16Scratch& scratch, bool needs_buffer, Source source) {
   if (rows <= 0) return;
-  const int64_t kp = w.kp, n16 = (w.n + 15) / 16 * 16;
-  const int64_t panels = (n16 + kPanel - 1) / kPanel;
+  const int64_t panels = panels_of(w);
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   const int threads = omp_get_max_threads();
   // Few row blocks (a small input): split the panels too, so every thread has work.
   const int64_t groups = std::min<int64_t>(panels, std::max<int64_t>(1, (4 * threads) / blocks));
   const int64_t per_group = (panels + groups - 1) / groups;
-  const size_t per_thread = needs_buffer ? size_t(kRowBlock * kp) : 0;
+  const size_t per_thread = needs_buffer ? size_t(kRowBlock * w.kp) : 0;
   if (scratch.a.size() < per_thread * size_t(threads))
     scratch.a.resize(per_thread * size_t(threads));
-  const float* bias = w.bias.empty() ? nullptr : w.bias.data();
 #pragma omp parallel for schedule(static)
   for (int64_t task = 0; task < blocks * groups; ++task) {
     const int64_t blk = task / groups, grp = task % groups;
     const int64_t m0 = blk * kRowBlock, mc = std::min(kRowBlock, rows - m0);
     const auto block =
         source(m0, mc, scratch.a.data() + per_thread * size_t(omp_get_thread_num()));
-    const int64_t p_end = std::min(panels, (grp + 1) * per_group);
-    for (int64_t pnl = grp * per_group; pnl < p_end; ++pnl) {
-      const int64_t n0 = pnl * kPanel;
-      const int nv = int(std::min<int64_t>(kPanel, n16 - n0) / 16);
-      const uint16_t* panel = w.w.data() + n0 * kp;
-      for (int64_t r = 0; r < mc; r += 6) {
-        const int64_t mr = std::min<int64_t>(6, mc - r);
-        ATile a;
-        block.tile(r, mr, a);
-        float* yr = y + (m0 + r) * ldy;
-        switch (nv) {
-          case 4:
-            tile_rows<4>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
-            break;
-          case 3:
-            tile_rows<3>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
-            break;
-          case 2:
-            tile_rows<2>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
-            break;
-          default:
-            tile_rows<1>(mr, a, panel, n0, w.n, bias, yr, ldy, act, accumulate);
-            break;
-        }
-      }
-    }
+    block_panels(w, block, mc, grp * per_group, std::min(panels, (grp + 1) * per_group),
+                 y + m0 * ldy, nullptr, ldy, act, accumulate);
   }
 }
 
@@ -291,6 +315,31 @@ void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float*
                     Act act, bool accumulate, Bf16Scratch& scratch) {
   run_gemm(w, rows, y, ldy, act, accumulate, scratch, false,
            [&](int64_t m0, int64_t, uint16_t*) { return DenseBlock{a + m0 * w.kp, w.kp}; });
+}
+
+void mlp_bf16(const PackedBf16& fc1, const PackedBf16& fc2, const float* h, int64_t rows,
+              float* x, Bf16Scratch& scratch) {
+  if (rows <= 0) return;
+  const int64_t C = fc1.k, hidden = fc2.kp;
+  const int threads = omp_get_max_threads();
+  const size_t per_thread = size_t(kRowBlock * (fc1.kp + hidden));
+  if (scratch.a.size() < per_thread * size_t(threads))
+    scratch.a.resize(per_thread * size_t(threads));
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t m0 = blk * kRowBlock, mc = std::min(kRowBlock, rows - m0);
+    uint16_t* a = scratch.a.data() + per_thread * size_t(omp_get_thread_num());
+    uint16_t* hid = a + kRowBlock * fc1.kp;
+    convert_rows(h + m0 * C, C, mc, C, fc1.kp, a);
+    // GELU(fc1) in bfloat16 (the values fc2 would round its x to), its padding column zero
+    block_panels(fc1, DenseBlock{a, fc1.kp}, mc, 0, panels_of(fc1), nullptr, hid, hidden,
+                 Act::Gelu, false);
+    if (hidden > fc1.n)
+      for (int64_t r = 0; r < mc; ++r) hid[r * hidden + fc1.n] = 0;
+    block_panels(fc2, DenseBlock{hid, hidden}, mc, 0, panels_of(fc2), x + m0 * fc2.n, nullptr,
+                 fc2.n, Act::None, true);
+  }
 }
 
 namespace {

@@ -44,6 +44,12 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
 // The same from rows already in bfloat16, `a` [rows, w.kp].
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch);
+// x[m, :] += fc2(GELU(fc1(h[m, :]))) for m < rows (h, x: [rows, fc1.k], contiguous): a Swin
+// MLP, a block of rows at a time, its hidden layer (fc1.n wide) only ever in a per-thread
+// bfloat16 block in cache. fc2.k == fc1.n. The same values as the two GEMMs through a float32
+// hidden layer, which fc2 would round to bfloat16 as it reads it.
+void mlp_bf16(const PackedBf16& fc1, const PackedBf16& fc2, const float* h, int64_t rows,
+              float* x, Bf16Scratch& scratch);
 // y = c(x) for conv_reads_in_place(c), `w` the GEMM form of c's weight (conv_gemm_weights, k =
 // k²·in): an implicit GEMM. x is converted to bfloat16 a band of rows at a time into a
 // zero-padded copy, and the GEMM's rows (output positions) read their k² taps from it in place,
