@@ -184,8 +184,9 @@ class CpuBackend final : public Backend {
     BIREF_CHECK(conv1.in == Ccat && conv1.k == 1, "aspp: conv1 '", conv1.name, "' does not fit");
     int64_t tile = 1024;
     for (const DeformConv* d : branches) tile = std::min(tile, k_.deform_tile(*d, x.dim(3)));
-    cat_tile_.resize(size_t(tile * Ccat));
     const Linear& head = as_linear(conv1);
+    if (aspp_bf16(branches, offset_masks, x, pooled, head, conv1.act, tile, y)) return;
+    cat_tile_.resize(size_t(tile * Ccat));
     for (int64_t p0 = 0; p0 < P; p0 += tile) {
       const int64_t np = std::min(tile, P - p0);
       for (int i = 0; i < 4; ++i)
@@ -230,6 +231,52 @@ class CpuBackend final : public Backend {
       }
     }
     dnn_.linear(l, x, rows, ldx, y, ldy, act, accumulate);
+  }
+
+  // The fused ASPP at Precision::bf16, its concat tile in bfloat16: the branch GEMMs round their
+  // outputs into it (the values the head's GEMM would round them to) and the head reads it as
+  // is. False where a GEMM of it is not in bfloat16.
+  bool aspp_bf16(const std::array<const DeformConv*, 4>& branches,
+                 const std::array<const Tensor*, 4>& offset_masks, const Tensor& x,
+                 const Tensor& pooled, const Linear& head, Act act, int64_t tile, Tensor& y) {
+    if (precision_ != Precision::bf16) return false;
+    std::array<const cpu::PackedBf16*, 4> gemm;
+    for (int i = 0; i < 4; ++i) {
+      auto it = bf16_.find(deform_gemm(*branches[i]).id.value);
+      if (it == bf16_.end()) return false;
+      gemm[size_t(i)] = &it->second;
+    }
+    const auto h = bf16_.find(head.id.value);
+    if (h == bf16_.end()) return false;
+    const cpu::PackedBf16& hw = h->second;
+    const int64_t B = x.dim(0), HW = x.dim(1) * x.dim(2), P = B * HW;
+    const int64_t planes = branches[0]->regular.out, ld = hw.kp;  // 5·planes, even
+    cat_bf16_.resize(size_t(tile * ld));
+    pooled_bf16_.resize(size_t(B * planes));
+    cpu::avx512_bf16::to_bf16_rows(pooled.data, planes, B, planes, pooled_bf16_.data(), planes);
+    uint16_t* cat = cat_bf16_.data();
+    for (int64_t p0 = 0; p0 < P; p0 += tile) {
+      const int64_t np = std::min(tile, P - p0);
+      for (int i = 0; i < 4; ++i) {
+        const DeformConv& d = *branches[size_t(i)];
+        const cpu::PackedBf16& w = *gemm[size_t(i)];
+        if (cols_bf16_.size() < size_t(np * w.kp)) cols_bf16_.resize(size_t(np * w.kp));
+        cpu::avx512_bf16::deform_columns_bf16(d, x, *offset_masks[size_t(i)], p0, np, w.kp,
+                                              cols_bf16_.data());
+        cpu::avx512_bf16::gemm_bf16_rows_to_bf16(w, cols_bf16_.data(), np, cat + i * planes, ld,
+                                                 d.regular.act, bf16_scratch_);
+      }
+      const uint16_t* pb = pooled_bf16_.data();
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < np; ++t) {
+        std::memcpy(cat + t * ld + 4 * planes, pb + (p0 + t) / HW * planes,
+                    size_t(planes) * sizeof(uint16_t));
+        if (ld > 5 * planes) cat[t * ld + 5 * planes] = 0;  // the odd width's zero pair half
+      }
+      cpu::avx512_bf16::gemm_bf16_rows(hw, cat, np, y.data + p0 * head.out, head.out, act, false,
+                                       bf16_scratch_);
+    }
+    return true;
   }
 
   // y = c(x) as the GEMM form of the weight `w` times bfloat16 columns, written straight into
@@ -363,7 +410,7 @@ class CpuBackend final : public Backend {
   HugeBuffer stage_, gemm_stage_;  // plain weights while packing
   cpu::Scratch scratch_;
   cpu::Bf16Scratch bf16_scratch_;
-  std::vector<uint16_t> cols_bf16_;
+  std::vector<uint16_t> cols_bf16_, cat_bf16_, pooled_bf16_;
 };
 
 }  // namespace

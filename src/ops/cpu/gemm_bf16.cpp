@@ -262,10 +262,11 @@ namespace {
 
 // The driver. `source(m0, mc, buffer)` gives the block of rows [m0, m0 + mc) of x in bfloat16
 // (converted into `buffer` when needs_buffer, or read in place): an object whose
-// tile(r, mr, a) points a's rows at the block's rows r .. r + mr.
+// tile(r, mr, a) points a's rows at the block's rows r .. r + mr. The results go to y, or in
+// bfloat16 to yb when that is not null.
 template <typename Source>
-void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act, bool accumulate,
-              Bf16Scratch& scratch, bool needs_buffer, Source source) {
+void run_gemm(const PackedBf16& w, int64_t rows, float* y, uint16_t* yb, int64_t ldy, Act act,
+              bool accumulate, Bf16Scratch& scratch, bool needs_buffer, Source source) {
   if (rows <= 0) return;
   const int64_t panels = panels_of(w);
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
@@ -283,7 +284,7 @@ void run_gemm(const PackedBf16& w, int64_t rows, float* y, int64_t ldy, Act act,
     const auto block =
         source(m0, mc, scratch.a.data() + per_thread * size_t(omp_get_thread_num()));
     block_panels(w, block, mc, grp * per_group, std::min(panels, (grp + 1) * per_group),
-                 y + m0 * ldy, nullptr, ldy, act, accumulate);
+                 y ? y + m0 * ldy : nullptr, yb ? yb + m0 * ldy : nullptr, ldy, act, accumulate);
   }
 }
 
@@ -304,7 +305,7 @@ struct DenseBlock {
 
 void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, float* y,
                int64_t ldy, Act act, bool accumulate, Bf16Scratch& scratch) {
-  run_gemm(w, rows, y, ldy, act, accumulate, scratch, true,
+  run_gemm(w, rows, y, nullptr, ldy, act, accumulate, scratch, true,
            [&](int64_t m0, int64_t mc, uint16_t* buf) {
              convert_rows(x + m0 * ldx, ldx, mc, w.k, w.kp, buf);
              return DenseBlock{buf, w.kp};
@@ -313,8 +314,20 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
 
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch) {
-  run_gemm(w, rows, y, ldy, act, accumulate, scratch, false,
+  run_gemm(w, rows, y, nullptr, ldy, act, accumulate, scratch, false,
            [&](int64_t m0, int64_t, uint16_t*) { return DenseBlock{a + m0 * w.kp, w.kp}; });
+}
+
+void gemm_bf16_rows_to_bf16(const PackedBf16& w, const uint16_t* a, int64_t rows, uint16_t* yb,
+                            int64_t ldy, Act act, Bf16Scratch& scratch) {
+  run_gemm(w, rows, nullptr, yb, ldy, act, false, scratch, false,
+           [&](int64_t m0, int64_t, uint16_t*) { return DenseBlock{a + m0 * w.kp, w.kp}; });
+}
+
+void to_bf16_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, uint16_t* y,
+                  int64_t ldy) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) convert_rows(x + r * ldx, ldx, 1, n, n, y + r * ldy);
 }
 
 void mlp_bf16(const PackedBf16& fc1, const PackedBf16& fc2, const float* h, int64_t rows,
@@ -397,7 +410,8 @@ void conv_bf16(const PackedBf16& w, const Conv2d& c, const Tensor& x, Tensor& y,
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < padded; ++i)
         pad_row_bf16(x, b, y0 - pad + i, pad, Wp, band + i * Wp * Ci);
-      run_gemm(w, rows * W, y.data + (b * H + y0) * W * c.out, c.out, c.act, false, scratch, false,
+      run_gemm(w, rows * W, y.data + (b * H + y0) * W * c.out, nullptr, c.out, c.act, false,
+               scratch, false,
                [&](int64_t m0, int64_t, uint16_t*) {
                  return BandBlock{band, m0, W, Wp, Ci, tap_off, taps};
                });

@@ -44,6 +44,12 @@ void gemm_bf16(const PackedBf16& w, const float* x, int64_t rows, int64_t ldx, f
 // The same from rows already in bfloat16, `a` [rows, w.kp].
 void gemm_bf16_rows(const PackedBf16& w, const uint16_t* a, int64_t rows, float* y, int64_t ldy,
                     Act act, bool accumulate, Bf16Scratch& scratch);
+// The same into bfloat16 rows yb (ldy apart, columns past w.n untouched): act(x · Wᵀ + b)
+// rounded to nearest even, for another GEMM to read as its x.
+void gemm_bf16_rows_to_bf16(const PackedBf16& w, const uint16_t* a, int64_t rows, uint16_t* yb,
+                            int64_t ldy, Act act, Bf16Scratch& scratch);
+// Rows of n floats (ldx apart) to bfloat16 rows (ldy apart), round to nearest even.
+void to_bf16_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, uint16_t* y, int64_t ldy);
 // x[m, :] += fc2(GELU(fc1(h[m, :]))) for m < rows (h, x: [rows, fc1.k], contiguous): a Swin
 // MLP, a block of rows at a time, its hidden layer (fc1.n wide) only ever in a per-thread
 // bfloat16 block in cache. fc2.k == fc1.n. The same values as the two GEMMs through a float32
