@@ -191,7 +191,7 @@ BENCHMARK(BM_ResizeAlignCorners)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 namespace biref {
 namespace {
-// A Swin MLP in BF16 (rows, C): fc1 (C -> 4C, GELU) and fc2 (4C -> C, residual sum) as two GEMMs
+// A Swin MLP in BF16 (rows, C; swin_v1_t stages 0 and 2, swin_v1_l stages 2 and 3 at 1024²): fc1 (C -> 4C, GELU) and fc2 (4C -> C, residual sum) as two GEMMs
 // through a float32 hidden layer (fused 0) or fused with the hidden layer in bfloat16 blocks
 // (fused 1, mlp_bf16).
 void BM_MlpBf16(benchmark::State& st) {
@@ -223,6 +223,10 @@ BENCHMARK(BM_MlpBf16)
     ->Args({16384, 96, 1})
     ->Args({4096, 384, 0})
     ->Args({4096, 384, 1})
+    ->Args({4096, 768, 0})
+    ->Args({4096, 768, 1})
+    ->Args({1024, 1536, 0})
+    ->Args({1024, 1536, 1})
     ->Unit(benchmark::kMillisecond);
 }  // namespace
 }  // namespace biref

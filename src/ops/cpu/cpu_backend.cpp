@@ -74,10 +74,10 @@ class CpuBackend final : public Backend {
   }
 
   // Precision::bf16: the MLP on the BF16 GEMM with its hidden layer kept in bfloat16 blocks in
-  // cache (gemm_bf16.h, mlp_bf16).
+  // cache (gemm_bf16.h, mlp_bf16), where its widths make that pay (mlp_fuses).
   bool fused_mlp(const Linear& fc1, const Linear& fc2, const float* h, int64_t rows,
                  float* x) override {
-    if (precision_ != Precision::bf16) return false;
+    if (precision_ != Precision::bf16 || !cpu::mlp_fuses(fc1.in, fc1.out)) return false;
     const auto p1 = bf16_.find(fc1.id.value), p2 = bf16_.find(fc2.id.value);
     if (p1 == bf16_.end() || p2 == bf16_.end()) return false;
     cpu::avx512_bf16::mlp_bf16(p1->second, p2->second, h, rows, x, bf16_scratch_);
