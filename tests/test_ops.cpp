@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cmath>
+#include <tuple>
 
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/kernels.h"
@@ -489,6 +490,36 @@ TEST(OpsBf16, FusedAsppWithinTheRoundingOfItsOperands) {
   std::printf("fused ASPP at bf16: max error %.2e of the output's scale\n", rel);
   EXPECT_GT(rel, 0.0);  // the bf16 path ran
   EXPECT_LE(rel, 2e-2);
+}
+
+// Precision::bf16's fused MLP (the hidden layer in bfloat16 blocks in cache) equals fc1 with
+// GELU then fc2 added into the residual through a float32 hidden layer, bit for bit: fc2 rounds
+// what it reads to bfloat16 exactly as the fused kernel stores it. Row counts that are not whole
+// blocks or tiles, an odd hidden width (its zero padding pair half); a wide MLP is not fused.
+TEST(OpsBf16, FusedMlpEqualsTheTwoLinearsBitForBit) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  auto bf = make_cpu_backend(CpuIsa::avx512_bf16, Precision::bf16);
+  auto f32 = make_cpu_backend(CpuIsa::avx512_bf16, Precision::fp32);
+  for (auto [C, hidden, rows] : {std::tuple{96, 384, 101}, std::tuple{20, 75, 7}}) {
+    Linear fc1 = random_linear(C, hidden, true, 160), fc2 = random_linear(hidden, C, true, 161);
+    bf->prepare(fc1);
+    bf->prepare(fc2);
+    const Tensor h = random_tensor({rows, C}, 162);
+    Tensor x0 = random_tensor({rows, C}, 163), x1 = Tensor::empty(x0.shape),
+           hid = Tensor::empty({rows, hidden});
+    std::copy(x0.data, x0.data + x0.numel(), x1.data);
+    bf->linear(fc1, h.data, rows, C, hid.data, hidden, Act::Gelu, false);
+    bf->linear(fc2, hid.data, rows, hidden, x0.data, C, Act::None, true);
+    ASSERT_TRUE(bf->fused_mlp(fc1, fc2, h.data, rows, x1.data)) << "C " << C;
+    EXPECT_EQ(max_abs_diff(x0, x1), 0.0) << "C " << C;
+    EXPECT_FALSE(f32->fused_mlp(fc1, fc2, h.data, rows, x1.data));  // FP32: the caller's linears
+  }
+  Linear wide1 = random_linear(768, 3072, true, 164), wide2 = random_linear(3072, 768, true, 165);
+  bf->prepare(wide1);
+  bf->prepare(wide2);
+  const Tensor h = random_tensor({3, 768}, 166);
+  Tensor x = random_tensor({3, 768}, 167);
+  EXPECT_FALSE(bf->fused_mlp(wide1, wide2, h.data, 3, x.data));  // both weights: 9 MB
 }
 
 // Precision::bf16's deformable columns, sampled straight into bfloat16, are the float32
