@@ -86,6 +86,12 @@ TEST_F(SegmentCli, WritesTheOfficialMask) {
   EXPECT_EQ(ck.tensors.at("out").shape, (std::vector<int64_t>{1, 1, 64, 64}));
   EXPECT_EQ(ck.tensors.at("enc.x4").shape, (std::vector<int64_t>{1, 2880, 2, 2}));
   fs::remove(dump);
+  // the image may follow --model: one value per --model (an ensemble repeats the option)
+  fs::remove(out);
+  const Result after = run("segment --model synthetic:swin_v1_t " + img +
+                           " --size 64x64 -q -o " + out);
+  EXPECT_EQ(after.code, 0) << after.all();
+  EXPECT_TRUE(fs::exists(out));
   // no temporary files left in the output folder
   int files = 0;
   for (auto& e : fs::directory_iterator(dir)) files += e.path().filename().string()[0] == '.';

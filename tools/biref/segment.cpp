@@ -458,9 +458,11 @@ BIREF_COMMAND(
           ->required();
       app.add_option("-m,--model", o->models,
                      "checkpoint (.safetensors / .pth), zoo name (see `biref models`), "
-                     "hf:ORG/REPO[:FILE], or synthetic:BACKBONE[:SEED]; several: an ensemble "
+                     "hf:ORG/REPO[:FILE], or synthetic:BACKBONE[:SEED]; repeated: an ensemble "
                      "(the mean of their probabilities)")
-          ->required();
+          ->required()
+          // one value per --model, so that `--model M image.jpg` leaves the image an image
+          ->allow_extra_args(false);
       app.add_option("-s,--size", o->size,
                      "model input WIDTHxHEIGHT, multiples of 32, or 'dynamic' (each image "
                      "at its own size floored to 32; default: the zoo model's native "
