@@ -1,10 +1,11 @@
 // The CPU backend's own kernels (the ones oneDNN does not run), one file per op family:
 //   attention.cpp   Swin window attention
-//   conv_gemm.cpp   convolutions as a GEMM over im2col columns (the BF16 path)
+//   conv_gemm.cpp   convolutions as a GEMM: the weight layout and tile size (the BF16 path)
 //   conv_small.cpp  the same-size convolution to one channel and the image-side pair before it
 //   deform.cpp      the deformable convolution's sampling and its GEMM's weight layout
 //   layout.cpp      window partition / reverse, patch merging, concat, broadcast, image patches
 //   pointwise.cpp   LayerNorm, resize, global average pool, residual sum, gradient gate
+// (and deform_tap.h: one deformable tap's bilinear corners, shared with the BF16 columns)
 // Each is compiled once per instruction set and chosen at run time (kernel_list.h,
 // isa_begin.h, dispatch.cpp), and tested at every level this CPU supports against its reference
 // in tests/test_ops.cpp through CpuBackend (cpu_backend.cpp), which holds the weights and
