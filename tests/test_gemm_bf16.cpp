@@ -3,6 +3,7 @@
 // pinned tightly, and its distance from the float32 product (the bf16 rounding itself) printed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "biref/isa.h"
@@ -36,6 +37,31 @@ TEST(Bf16, RoundsToNearestEven) {
   EXPECT_EQ(from_bf16(to_bf16(-2.5f)), -2.5f);
   EXPECT_TRUE(std::isnan(from_bf16(to_bf16(std::nanf("")))));
   EXPECT_TRUE(std::isinf(from_bf16(to_bf16(INFINITY))));
+}
+
+// pack_bf16's layout, element by element, against the formula gemm_bf16.h gives: odd k (the
+// zero pair half), n not a multiple of 16 or 64 (zero columns, a narrower last panel).
+TEST(GemmBf16, PackedLayoutIsTheDocumentedOne) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  struct Shape {
+    int64_t n, k;
+  };
+  for (const Shape& s : {Shape{1, 1}, Shape{29, 37}, Shape{200, 190}, Shape{147, 3136}}) {
+    const auto w = test::random_vector(size_t(s.n * s.k), 5, -3.f, 3.f);
+    const cpu::PackedBf16 p = cpu::avx512_bf16::pack_bf16(w.data(), s.n, s.k, {});
+    const int64_t kp = (s.k + 1) / 2 * 2, n16 = (s.n + 15) / 16 * 16;
+    ASSERT_EQ(p.kp, kp);
+    ASSERT_EQ(int64_t(p.w.size()), n16 * kp);
+    for (int64_t col = 0; col < n16; ++col) {
+      const int64_t n0 = col / 64 * 64, wp = std::min<int64_t>(64, n16 - n0), c = col - n0;
+      for (int64_t kk = 0; kk < kp; ++kk) {
+        const uint16_t want =
+            col < s.n && kk < s.k ? to_bf16(w[size_t(col * s.k + kk)]) : uint16_t(0);
+        ASSERT_EQ(p.w[size_t(n0 * kp + ((kk / 2) * wp + c) * 2 + kk % 2)], want)
+            << "n " << s.n << " k " << s.k << " column " << col << " k index " << kk;
+      }
+    }
+  }
 }
 
 TEST(GemmBf16, MatchesTheProductOfTheRoundedOperands) {
