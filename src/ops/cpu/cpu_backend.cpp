@@ -250,7 +250,7 @@ class CpuBackend final : public Backend {
     if (h == bf16_.end()) return false;
     const cpu::PackedBf16& hw = h->second;
     const int64_t B = x.dim(0), HW = x.dim(1) * x.dim(2), P = B * HW;
-    const int64_t planes = branches[0]->regular.out, ld = hw.kp;  // 5·planes, even
+    const int64_t planes = branches[0]->regular.out, ld = hw.kp;  // 5·planes rounded up to even
     cat_bf16_.resize(size_t(tile * ld));
     pooled_bf16_.resize(size_t(B * planes));
     cpu::avx512_bf16::to_bf16_rows(pooled.data, planes, B, planes, pooled_bf16_.data(), planes);
