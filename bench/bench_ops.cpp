@@ -160,8 +160,9 @@ void BM_ConvPair(benchmark::State& st) {
   be->prepare(b);
   Tensor x = filled({1, n, n, 3}, 16), y = Tensor::empty({1, n, n, 1});
   for (auto _ : st) be->conv_pair(a, b, x, y);
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * (64 * 27 + 64 * 9) * st.iterations() / 1e9,
-                                              benchmark::Counter::kIsRate);
+  const double flop = 2.0 * n * n * (64 * 27 + 64 * 9);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(flop * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ConvPair)->UseRealTime()->Arg(1024)->Unit(benchmark::kMillisecond);
 
@@ -191,9 +192,9 @@ BENCHMARK(BM_ResizeAlignCorners)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 namespace biref {
 namespace {
-// A Swin MLP in BF16 (rows, C; swin_v1_t stages 0 and 2, swin_v1_l stages 2 and 3 at 1024²): fc1 (C -> 4C, GELU) and fc2 (4C -> C, residual sum) as two GEMMs
-// through a float32 hidden layer (fused 0) or fused with the hidden layer in bfloat16 blocks
-// (fused 1, mlp_bf16).
+// A Swin MLP in BF16 (rows, C; swin_v1_t stages 0 and 2, swin_v1_l stages 2 and 3 at 1024²):
+// fc1 (C -> 4C, GELU) and fc2 (4C -> C, residual sum) as two GEMMs through a float32 hidden
+// layer (fused 0) or fused with the hidden layer in bfloat16 blocks (fused 1, mlp_bf16).
 void BM_MlpBf16(benchmark::State& st) {
   if (cpu_isa_supported() < CpuIsa::avx512_bf16) {
     st.SkipWithError("no AVX512_BF16");
