@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
@@ -152,10 +153,22 @@ void input_conv_pixels(const Conv2d& a, const float* wa, const float* xin, const
   }
 }
 
+// Where step s of a's k²·in products reads in the padded rows of input_conv_row: the same for
+// every row and pixel, so computed once per call.
+std::vector<int> input_offsets(const Conv2d& a, int64_t W, int64_t Ci) {
+  const int64_t ldx = (W + 2 * a.pad) * Ci;
+  std::vector<int> xoff;
+  xoff.reserve(size_t(a.k * a.k * Ci));
+  for (int ky = 0; ky < a.k; ++ky)
+    for (int kx = 0; kx < a.k; ++kx)
+      for (int64_t ci = 0; ci < Ci; ++ci) xoff.push_back(int(ky * ldx + kx * Ci + ci));
+  return xoff;
+}
+
 // Row `my` of a(x) for image bi, all W pixels, into o [W, Cm]; xin: scratch for the k padded
-// input rows.
+// input rows; xoff from input_offsets.
 void input_conv_row(const Conv2d& a, const float* wa, const Tensor& x, int64_t bi, int64_t my,
-                    float* xin, float* o) {
+                    const std::vector<int>& xoff, float* xin, float* o) {
   const int64_t H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Cm = a.out;
   const int64_t ldx = (W + 2 * a.pad) * Ci;
   for (int ky = 0; ky < a.k; ++ky) {
@@ -169,15 +182,11 @@ void input_conv_row(const Conv2d& a, const float* wa, const Tensor& x, int64_t b
     std::memcpy(r + a.pad * Ci, x.data + (bi * H + iy) * W * Ci, size_t(W * Ci) * sizeof(float));
     std::fill(r + (a.pad + W) * Ci, r + ldx, 0.f);
   }
-  int xoff[15 * 15 * 4];  // is_input_conv: k ≤ 15, in ≤ 4
-  int steps = 0;
-  for (int ky = 0; ky < a.k; ++ky)
-    for (int kx = 0; kx < a.k; ++kx)
-      for (int64_t ci = 0; ci < Ci; ++ci) xoff[steps++] = int(ky * ldx + kx * Ci + ci);
+  const int steps = int(xoff.size());
   int64_t mx = 0;
   for (; mx + kInPixels <= W; mx += kInPixels)
-    input_conv_pixels<kInPixels>(a, wa, xin, xoff, steps, Ci, Cm, mx, o);
-  for (; mx < W; ++mx) input_conv_pixels<1>(a, wa, xin, xoff, steps, Ci, Cm, mx, o);
+    input_conv_pixels<kInPixels>(a, wa, xin, xoff.data(), steps, Ci, Cm, mx, o);
+  for (; mx < W; ++mx) input_conv_pixels<1>(a, wa, xin, xoff.data(), steps, Ci, Cm, mx, o);
 }
 
 }  // namespace
@@ -214,6 +223,7 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
   const int threads = omp_get_max_threads();
   const size_t ring_floats = size_t(b.k * W * Cm);
   scratch.reserve(threads, ring_floats + size_t(a.k * (W + 2 * a.pad) * Ci), 0);
+  const std::vector<int> xoff = input_offsets(a, W, Ci);
 #pragma omp parallel num_threads(threads)
   {
     float* ring = scratch.f[size_t(omp_get_thread_num())].data();  // sized above
@@ -225,7 +235,7 @@ void conv_pair(const Conv2d& a, const float* wa, const Conv2d& b, const float* w
       for (int64_t oy = r0; oy < r1; ++oy) {
         // row `next` replaces row next − b.k, which output row oy no longer reads
         for (; next < std::min(H, oy + pb + 1); ++next)
-          input_conv_row(a, wa, x, bi, next, xin, ring + (next % b.k) * W * Cm);
+          input_conv_row(a, wa, x, bi, next, xoff, xin, ring + (next % b.k) * W * Cm);
         const float* rows[16];
         for (int ky = 0; ky < b.k; ++ky) {
           const int64_t my = oy - pb + ky;

@@ -260,11 +260,9 @@ class CpuBackend final : public Backend {
       for (int i = 0; i < 4; ++i) {
         const DeformConv& d = *branches[size_t(i)];
         const cpu::PackedBf16& w = *gemm[size_t(i)];
-        if (cols_bf16_.size() < size_t(np * w.kp)) cols_bf16_.resize(size_t(np * w.kp));
-        cpu::avx512_bf16::deform_columns_bf16(d, x, *offset_masks[size_t(i)], p0, np, w.kp,
-                                              cols_bf16_.data());
-        cpu::avx512_bf16::gemm_bf16_rows_to_bf16(w, cols_bf16_.data(), np, cat + i * planes, ld,
-                                                 d.regular.act, bf16_scratch_);
+        cpu::avx512_bf16::gemm_bf16_rows_to_bf16(
+            w, deform_columns_bf16(d, x, *offset_masks[size_t(i)], p0, np, w), np,
+            cat + i * planes, ld, d.regular.act, bf16_scratch_);
       }
       const uint16_t* pb = pooled_bf16_.data();
 #pragma omp parallel for schedule(static)
@@ -318,6 +316,14 @@ class CpuBackend final : public Backend {
         .first->second;
   }
 
+  // The bfloat16 columns of positions [p0, p0 + np) of `d` for its BF16 GEMM `w`, in cols_bf16_.
+  const uint16_t* deform_columns_bf16(const DeformConv& d, const Tensor& x, const Tensor& om,
+                                      int64_t p0, int64_t np, const cpu::PackedBf16& w) {
+    if (cols_bf16_.size() < size_t(np * w.kp)) cols_bf16_.resize(size_t(np * w.kp));
+    cpu::avx512_bf16::deform_columns_bf16(d, x, om, p0, np, w.kp, cols_bf16_.data());
+    return cols_bf16_.data();
+  }
+
   // Rows [p0, p0 + np) of the flattened [B·H·W] output: bilinear samples with the modulation
   // applied into columns [np, k²·Ci] (tap-major), then one GEMM with the folded BatchNorm bias
   // and ReLU into a dense tile, copied to dst (row stride ldd). At Precision::bf16 the columns
@@ -330,10 +336,8 @@ class CpuBackend final : public Backend {
         // sampled straight into bfloat16 columns; the BF16 GEMM writes strided rows as fast as
         // dense ones: straight into dst
         const cpu::PackedBf16& w = it->second;
-        if (cols_bf16_.size() < size_t(np * w.kp)) cols_bf16_.resize(size_t(np * w.kp));
-        cpu::avx512_bf16::deform_columns_bf16(d, x, om, p0, np, w.kp, cols_bf16_.data());
-        cpu::avx512_bf16::gemm_bf16_rows(w, cols_bf16_.data(), np, dst, ldd, d.regular.act, false,
-                                         bf16_scratch_);
+        cpu::avx512_bf16::gemm_bf16_rows(w, deform_columns_bf16(d, x, om, p0, np, w), np, dst,
+                                         ldd, d.regular.act, false, bf16_scratch_);
         return;
       }
     }
