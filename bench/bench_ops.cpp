@@ -84,11 +84,13 @@ void BM_LinearBf16(benchmark::State& st) {
 }
 BENCHMARK(BM_LinearBf16)->Apply(linear_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Window attention, stage 0 of swin_v1_t at 512²: 128×128 tokens, window 7, 3 heads of 32.
+// Window attention over side×side tokens: {side, shift, window, heads}, 32 channels per head.
+// 256/7/3: stage 0 of swin_v1_t at 1024²; 64/12/24: stage 2 of swin_v1_l at 1024².
 void BM_WindowAttention(benchmark::State& st) {
   auto be = make_cpu_backend();
-  const int heads = 3, hd = 32, C = heads * hd;
-  const WindowGeometry g = window_geometry(int(st.range(0)), int(st.range(0)), 7, int(st.range(1)));
+  const int heads = int(st.range(3)), hd = 32, C = heads * hd;
+  const WindowGeometry g =
+      window_geometry(int(st.range(0)), int(st.range(0)), int(st.range(2)), int(st.range(1)));
   Tensor qkv = filled({1, g.windows(), g.tokens(), 3 * C}, 4);
   auto bias = filled(size_t(heads) * g.tokens() * g.tokens(), 5, 0.5f);
   Tensor out = Tensor::empty({1, g.windows(), g.tokens(), C});
@@ -97,7 +99,14 @@ void BM_WindowAttention(benchmark::State& st) {
       4.0 * g.windows() * heads * g.tokens() * g.tokens() * hd * st.iterations() / 1e9,
       benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_WindowAttention)->UseRealTime()->Args({128, 0})->Args({128, 3})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_WindowAttention)
+    ->UseRealTime()
+    ->Args({21, 0, 7, 3})
+    ->Args({256, 0, 7, 3})
+    ->Args({256, 3, 7, 3})
+    ->Args({64, 0, 12, 24})
+    ->Args({64, 6, 12, 24})
+    ->Unit(benchmark::kMillisecond);
 
 // The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map; precision 0: fp32, 1: bf16
 // (the samples gathered straight into bfloat16 columns).

@@ -120,12 +120,15 @@ TEST_P(Ops, LayerNorm) {
 
 TEST_P(Ops, WindowPartitionReverseAndAttention) {
   Backends b(GetParam());
-  // odd grids that need padding, with and without shift, window 7 and 12
+  // odd grids that need padding, with and without shift, window 7 and 12; head width 32 (every
+  // Swin v1 model: the register-tiled kernel, 49 or 144 tokens per window) and others
   struct Case {
     int B, h, w, window, shift, heads, hd;
   };
   for (const Case& c : {Case{1, 9, 11, 7, 0, 2, 8}, Case{2, 9, 11, 7, 3, 3, 4},
-                        Case{1, 13, 5, 12, 6, 1, 16}, Case{1, 14, 14, 7, 3, 2, 5}}) {
+                        Case{1, 13, 5, 12, 6, 1, 16}, Case{1, 14, 14, 7, 3, 2, 5},
+                        Case{2, 15, 10, 7, 3, 3, 32}, Case{1, 14, 14, 7, 0, 1, 32},
+                        Case{1, 26, 13, 12, 6, 2, 32}, Case{2, 12, 24, 12, 0, 3, 32}}) {
     const WindowGeometry g = window_geometry(c.h, c.w, c.window, c.shift);
     const int C = c.heads * c.hd;
     Tensor x = random_tensor({c.B, c.h, c.w, C}, 21);

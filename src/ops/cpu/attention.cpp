@@ -1,10 +1,13 @@
-// Swin window attention on the CPU: register-tiled scores and P·V, relative-position bias,
-// shift mask and softmax in one pass, no mask tensor.
+// Swin window attention on the CPU: one (window, head) per job. kᵀ is transposed in registers,
+// the scores are register tiles that read q straight from the qkv rows, then scale, bias, shift
+// mask and softmax run in one vectorised pass per row, and P·V reads v from the qkv rows and
+// divides by the softmax sum as it stores. No mask tensor, no copies of q or v.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
@@ -15,169 +18,312 @@ namespace biref::cpu::BIREF_ISA {
 
 namespace {
 
+typedef int ivec __attribute__((vector_size(4 * kLanes)));
+typedef int ivec_u __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
+
 // Region label for the shift mask of a padded coordinate: [0, n−w) -> 0, [n−w, n−s) -> 1, rest 2.
 inline int region(int p, int n, int window, int shift) {
   return p < n - window ? 0 : (p < n - shift ? 1 : 2);
 }
 
-// Register tiles per level, in the level's own vector width (a 64-byte v16 below AVX-512 is
-// lowered piecewise through memory): R query rows × C vectors of keys (or head dims) in
-// accumulators, sized to the registers: AVX-512 32 of 16 floats, AVX2 and SSE 16 of 8 and 4.
-#if defined(BIREF_ISA_AVX512)
-constexpr int kScoreRows = 4, kScoreVecs = 4, kPvRows = 4;
+// Register tiles per level, in the level's own vector width: R query rows × C vectors of keys
+// (scores) or R query rows × the head's 32 channels (P·V) in accumulators, sized to the
+// registers: AVX-512 has 32 of 16 floats (and broadcasts straight from memory), AVX2 and SSE 16
+// of 8 and 4.
+#if defined(BIREF_ISA_AVX512) || defined(BIREF_ISA_AVX512_BF16)
+constexpr int kScoreRows = 6, kScoreVecs = 4, kPvRows = 6;
 #elif defined(BIREF_ISA_AVX2)
 constexpr int kScoreRows = 2, kScoreVecs = 4, kPvRows = 2;
 #else
 constexpr int kScoreRows = 1, kScoreVecs = 4, kPvRows = 1;
 #endif
+constexpr int kHeadDim = 32;  // every Swin v1 variant: the register-tiled path
+static_assert(kHeadDim % kLanes == 0);
 
-// s[R][kLanes·C] (row stride ldK) = q[R][hd] · kt[hd][kLanes·C] (row stride ldK), in registers.
+// One step of a kLanes×kLanes transpose held in kLanes vectors: swaps bit T of the row index
+// with bit T of the column index, for the row pair (a, b) that differ in that bit. After every
+// bit, row i holds column i.
+template <int T, size_t... I>
+[[gnu::always_inline]] inline void swap_index_bit(vec& a, vec& b, std::index_sequence<I...>) {
+  constexpr int s = 1 << T;
+  const vec lo = __builtin_shufflevector(a, b, (((I >> T) & 1) ? int(kLanes + I - s) : int(I))...);
+  const vec hi = __builtin_shufflevector(a, b, (((I >> T) & 1) ? int(kLanes + I) : int(I + s))...);
+  a = lo;
+  b = hi;
+}
+
+template <int T = 0>
+[[gnu::always_inline]] inline void transpose(vec (&r)[kLanes]) {
+  if constexpr ((1 << T) < kLanes) {
+    for (int i = 0; i < kLanes; ++i)
+      if (!(i & (1 << T)))
+        swap_index_bit<T>(r[i], r[i | (1 << T)], std::make_index_sequence<kLanes>{});
+    transpose<T + 1>(r);
+  }
+}
+
+// Every lane of the result holds the max (or sum) of v's lanes.
+template <bool Max, int S = kLanes / 2, size_t... I>
+[[gnu::always_inline]] inline vec all_lanes(vec v, std::index_sequence<I...> seq) {
+  if constexpr (S == 0) {
+    return v;
+  } else {
+    const vec o = __builtin_shufflevector(v, v, int(I ^ S)...);
+    if constexpr (Max)
+      v = v > o ? v : o;
+    else
+      v = v + o;
+    return all_lanes<Max, S / 2>(v, seq);
+  }
+}
+[[gnu::always_inline]] inline float hmax(vec v) {
+  return all_lanes<true>(v, std::make_index_sequence<kLanes>{})[0];
+}
+[[gnu::always_inline]] inline float hsum(vec v) {
+  return all_lanes<false>(v, std::make_index_sequence<kLanes>{})[0];
+}
+
+// e^x lane by lane: vec_math.h's fast_exp on whole vectors (the same operations, so the same
+// results); a -inf lane gives exactly 0.
+[[gnu::always_inline]] inline vec exp_or_zero(vec x) {
+  const vec zero = {};
+  const vec c = x < -87.0f ? zero - 87.0f : (x > 88.0f ? zero + 88.0f : x);
+  const vec n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vec r = c - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vec p = zero + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
+  const vec e = p * __builtin_bit_cast(vec, bits);
+  return x == -INFINITY ? zero : e;
+}
+
+// kt[d][m] (row stride NP) = k[m][d] for d < kHeadDim, m < NP: k's rows are `ld` floats apart;
+// rows m >= N are zeros.
+void transpose_keys(const float* k, int64_t ld, int N, int NP, float* kt) {
+  for (int m0 = 0; m0 < NP; m0 += kLanes)
+    for (int d0 = 0; d0 < kHeadDim; d0 += kLanes) {
+      vec r[kLanes];
+      for (int i = 0; i < kLanes; ++i)
+        r[i] = m0 + i < N ? vec(*at(k + int64_t(m0 + i) * ld + d0)) : vec{};
+      transpose(r);
+      for (int j = 0; j < kLanes; ++j) *at(kt + size_t(d0 + j) * NP + m0) = r[j];
+    }
+}
+
+// s[R][C·kLanes] (row stride lds) = q[R][kHeadDim] (row stride ldq) · kt[kHeadDim][C·kLanes]
+// (row stride ldk), in registers.
 template <int R, int C>
-void score_sub(const float* q, int hd, const float* kt, int ldK, float* s) {
+void score_tile(const float* q, int64_t ldq, const float* kt, int ldk, float* s, int lds) {
   vec acc[R][C] = {};
-  for (int d = 0; d < hd; ++d) {
-    const float* kr = kt + size_t(d) * ldK;
+  for (int d = 0; d < kHeadDim; ++d) {
+    const float* kr = kt + size_t(d) * ldk;
     vec k[C];
     for (int c = 0; c < C; ++c) k[c] = *at(kr + kLanes * c);
     for (int r = 0; r < R; ++r) {
-      const float a = q[size_t(r) * hd + d];
+      const float a = q[r * ldq + d];
       for (int c = 0; c < C; ++c) acc[r][c] += a * k[c];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) *at(s + size_t(r) * ldK + kLanes * c) = acc[r][c];
+    for (int c = 0; c < C; ++c) *at(s + size_t(r) * lds + kLanes * c) = acc[r][c];
 }
 
-// s[4][64] = q[4][hd] · kt[hd][64], in the level's register tiles.
-void score_tile(const float* q, int hd, const float* kt, int ldK, float* s) {
-  constexpr int keys = kLanes * kScoreVecs;
-  for (int r0 = 0; r0 < 4; r0 += kScoreRows)
-    for (int c0 = 0; c0 < 64; c0 += keys)
-      score_sub<kScoreRows, kScoreVecs>(q + size_t(r0) * hd, hd, kt + c0, ldK,
-                                        s + size_t(r0) * ldK + c0);
+// The scores of R query rows against all NP keys.
+template <int R>
+void score_rows(const float* q, int64_t ldq, const float* kt, int NP, float* s) {
+  int m0 = 0;
+  for (; m0 + kScoreVecs * kLanes <= NP; m0 += kScoreVecs * kLanes)
+    score_tile<R, kScoreVecs>(q, ldq, kt + m0, NP, s + m0, NP);
+  switch ((NP - m0) / kLanes) {
+    case 3: score_tile<R, 3>(q, ldq, kt + m0, NP, s + m0, NP); break;
+    case 2: score_tile<R, 2>(q, ldq, kt + m0, NP, s + m0, NP); break;
+    case 1: score_tile<R, 1>(q, ldq, kt + m0, NP, s + m0, NP); break;
+    default: break;
+  }
+  static_assert(kScoreVecs <= 4);
 }
 
-// out[r][0:hd] (row stride ldo) = Σ_m p[r][m] · v[m][0:hd] for r < rows (p has 4 rows).
-template <int HD>
-void pv_tile(const float* p, int ldp, int N, const float* v, int hd_rt, int rows, float* out,
-             int ldo) {
-  if constexpr (HD == 32) {
-    constexpr int V = 32 / kLanes;
-    for (int r0 = 0; r0 < rows; r0 += kPvRows) {
-      vec acc[kPvRows][V] = {};
-      for (int m = 0; m < N; ++m) {
-        vec vv[V];
-        for (int j = 0; j < V; ++j) vv[j] = *at(v + size_t(m) * 32 + kLanes * j);
-        for (int r = 0; r < kPvRows; ++r) {
-          const float a = p[size_t(r0 + r) * ldp + m];
-          for (int j = 0; j < V; ++j) acc[r][j] += a * vv[j];
-        }
-      }
-      for (int r = 0; r < kPvRows && r0 + r < rows; ++r)
-        for (int j = 0; j < V; ++j) *at(out + size_t(r0 + r) * ldo + kLanes * j) = acc[r][j];
-    }
-  } else {
-    for (int r = 0; r < rows; ++r) {
-      float* o = out + size_t(r) * ldo;
-      for (int d = 0; d < hd_rt; ++d) o[d] = 0.f;
-      for (int m = 0; m < N; ++m) {
-        const float a = p[size_t(r) * ldp + m];
-        const float* vr = v + size_t(m) * hd_rt;
-#pragma omp simd
-        for (int d = 0; d < hd_rt; ++d) o[d] += a * vr[d];
-      }
-    }
+template <int R = kScoreRows>
+void scores(const float* q, int64_t ldq, int rows, const float* kt, int NP, float* s) {
+  if constexpr (R > 0) {
+    if (rows == R) return score_rows<R>(q, ldq, kt, NP, s);
+    if (rows < R) return scores<R - 1>(q, ldq, rows, kt, NP, s);
   }
 }
 
-// One (window, head) per job. q, kᵀ and v of the head are first gathered into contiguous
-// buffers (kᵀ padded with zeros to a multiple of 64 keys); scores are computed as 4 queries ×
-// 64 keys register tiles (16 accumulators); bias, shift mask and softmax in one pass; then P·V
-// as 4 queries × head_dim register tiles.
-template <int HD>
-void attention_kernel(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
-                      int hd_rt, const float* rel_bias, float* out, Scratch& scratch, int threads) {
-  const int hd = HD > 0 ? HD : hd_rt;
-  const int N = g.tokens(), w = g.window, C = heads * hd;
-  const int NP = (N + 63) / 64 * 64;
-  const int NR = (N + 3) / 4 * 4;  // query rows rounded up to the 4-row tile
-  const float scale = 1.f / std::sqrt(float(hd));
+// out[r][0:kHeadDim] (row stride ldo) = inv[r] · Σ_{m<N} p[r][m] · v[m] (p's rows lds apart,
+// v's ldv), for R rows.
+template <int R>
+void pv_tile(const float* p, int lds, int N, const float* v, int64_t ldv, const float* inv,
+             float* out, int64_t ldo) {
+  constexpr int V = kHeadDim / kLanes;
+  vec acc[R][V] = {};
+  for (int m = 0; m < N; ++m) {
+    vec vv[V];
+    for (int j = 0; j < V; ++j) vv[j] = *at(v + m * ldv + kLanes * j);
+    for (int r = 0; r < R; ++r) {
+      const float a = p[size_t(r) * lds + m];
+      for (int j = 0; j < V; ++j) acc[r][j] += a * vv[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < V; ++j) *at(out + r * ldo + kLanes * j) = acc[r][j] * inv[r];
+}
+
+template <int R = kPvRows>
+void pv(const float* p, int lds, int rows, int N, const float* v, int64_t ldv, const float* inv,
+        float* out, int64_t ldo) {
+  if constexpr (R > 0) {
+    if (rows == R) return pv_tile<R>(p, lds, N, v, ldv, inv, out, ldo);
+    if (rows < R) return pv<R - 1>(p, lds, rows, N, v, ldv, inv, out, ldo);
+  }
+}
+
+// The register-tiled path (head_dim 32). Per thread: kᵀ [32][NP], scores [N][NP], the labels of
+// the keys [NP] and 1/Σ per row [N]. NP: N rounded up to the vector width; the bias rows are
+// read NP wide, from a copy padded with -inf when N is not a multiple of it.
+void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
+                     const float* rel_bias, float* out, Scratch& scratch, int threads) {
+  const int N = g.tokens(), w = g.window, C = heads * kHeadDim;
+  const int NP = (N + kLanes - 1) / kLanes * kLanes;
+  const int64_t ld = 3 * int64_t(C);
+  const float scale = 1.f / std::sqrt(float(kHeadDim));
+  const bool masked = g.shift > 0;
+  const float* bias = rel_bias;
+  if (NP != N) {
+    float* padded = scratch.shared.data();
+    for (int64_t row = 0; row < int64_t(heads) * N; ++row) {
+      std::memcpy(padded + row * NP, rel_bias + row * N, sizeof(float) * size_t(N));
+      std::fill(padded + row * NP + N, padded + (row + 1) * NP, -INFINITY);
+    }
+    bias = padded;
+  }
   const int64_t jobs = batch * g.windows() * heads;
 #pragma omp parallel num_threads(threads)
   {
     // this thread's buffers, sized before the parallel region (no allocation in here)
-    float* q = scratch.f[size_t(omp_get_thread_num())].data();
-    float* kt = q + size_t(NR) * hd;
-    float* v = kt + size_t(hd) * NP;
-    float* s = v + size_t(N) * hd;
+    float* kt = scratch.f[size_t(omp_get_thread_num())].data();
+    float* s = kt + size_t(kHeadDim) * NP;
+    float* inv = s + size_t(N) * NP;
+    int* label = scratch.i[size_t(omp_get_thread_num())].data();
+    int last_window = -1;
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int64_t bw = job / heads;
+      const int h = int(job % heads);
+      const int widx = int(bw % g.windows());
+      const float* q = qkv + bw * N * ld + h * kHeadDim;
+      if (job + 1 < jobs) {
+        // the next job's q, k and v rows into L2: 128-byte pieces 3C floats apart, a pattern
+        // the hardware prefetchers do not follow (qkv is far larger than the caches)
+        const float* next = qkv + (job + 1) / heads * N * ld + (job + 1) % heads * kHeadDim;
+        for (int n = 0; n < N; ++n)
+          for (int part = 0; part < 3; ++part)
+            for (int line = 0; line < kHeadDim; line += 16)
+              __builtin_prefetch(next + n * ld + part * C + line, 0, 3);
+      }
+      transpose_keys(q + C, ld, N, NP, kt);
+      if (masked && widx != last_window) {
+        const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
+        for (int t = 0; t < N; ++t)
+          label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 +
+                     region(wx * w + t % w, g.wp, w, g.shift);
+        for (int t = N; t < NP; ++t) label[t] = -1;  // padding: its bias is -inf already
+        last_window = widx;
+      }
+      for (int n0 = 0; n0 < N; n0 += kScoreRows)
+        scores(q + n0 * ld, ld, std::min(kScoreRows, N - n0), kt, NP, s + size_t(n0) * NP);
+      // scale, bias, shift mask, softmax; masked keys get exactly zero weight (a row's own token
+      // is never masked). The rows are left as e^(s - max) and P·V divides by the sum. Two passes
+      // over all the rows, so that the rows' dependency chains (horizontal max, the exponential,
+      // horizontal sum, division) overlap. inv[n] holds the row's max in between.
+      const float* bias_h = bias + size_t(h) * N * NP;
+      for (int n = 0; n < N; ++n) {
+        float* sr = s + size_t(n) * NP;
+        const float* br = bias_h + size_t(n) * NP;
+        const ivec own = ivec{} + (masked ? label[n] : 0);
+        vec mx = vec{} - INFINITY;
+        for (int m = 0; m < NP; m += kLanes) {
+          vec x = vec(*at(sr + m)) * scale + vec(*at(br + m));
+          if (masked) {
+            const ivec lm = *reinterpret_cast<const ivec_u*>(label + m);
+            x = lm != own ? vec{} - INFINITY : x;
+          }
+          *at(sr + m) = x;
+          mx = mx > x ? mx : x;
+        }
+        inv[n] = hmax(mx);
+      }
+      for (int n = 0; n < N; ++n) {
+        float* sr = s + size_t(n) * NP;
+        const float top = inv[n];
+        vec sum = {};
+        for (int m = 0; m < NP; m += kLanes) {
+          const vec e = exp_or_zero(vec(*at(sr + m)) - top);
+          *at(sr + m) = e;
+          sum += e;
+        }
+        inv[n] = 1.f / hsum(sum);
+      }
+      float* o = out + bw * N * C + h * kHeadDim;
+      for (int n0 = 0; n0 < N; n0 += kPvRows)
+        pv(s + size_t(n0) * NP, NP, std::min(kPvRows, N - n0), N, q + 2 * C, ld, inv + n0,
+           o + int64_t(n0) * C, C);
+    }
+  }
+}
+
+// Any head width: plain loops (no released model has one; kept for the op's full contract).
+void attention_plain(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
+                     const float* rel_bias, float* out, Scratch& scratch, int threads) {
+  const int N = g.tokens(), w = g.window, C = heads * hd;
+  const int64_t ld = 3 * int64_t(C);
+  const float scale = 1.f / std::sqrt(float(hd));
+  const int64_t jobs = batch * g.windows() * heads;
+#pragma omp parallel num_threads(threads)
+  {
+    float* s = scratch.f[size_t(omp_get_thread_num())].data();
     int* label = scratch.i[size_t(omp_get_thread_num())].data();
 #pragma omp for schedule(static)
     for (int64_t job = 0; job < jobs; ++job) {
       const int64_t bw = job / heads;
       const int h = int(job % heads);
       const int widx = int(bw % g.windows());
-      const float* base = qkv + bw * N * 3 * C + h * hd;
-      for (int n = 0; n < N; ++n) {
-        const float* row = base + int64_t(n) * 3 * C;
-#pragma omp simd
-        for (int d = 0; d < hd; ++d) {
-          q[size_t(n) * hd + d] = row[d] * scale;
-          v[size_t(n) * hd + d] = row[2 * C + d];
-        }
-      }
-      // kᵀ: contiguous writes (the strided reads stay within the window's rows in cache)
-      for (int d = 0; d < hd; ++d) {
-        const float* col = base + C + d;
-        float* kd = kt + size_t(d) * NP;
-        for (int n = 0; n < N; ++n) kd[n] = col[int64_t(n) * 3 * C];
-      }
-      const bool masked = g.shift > 0;
-      if (masked) {
+      const float* q = qkv + bw * N * ld + h * hd;
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      if (g.shift > 0) {
         const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
         for (int t = 0; t < N; ++t)
           label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 +
                      region(wx * w + t % w, g.wp, w, g.shift);
       }
-      for (int n0 = 0; n0 < NR; n0 += 4)
-        for (int m0 = 0; m0 < NP; m0 += 64)
-          score_tile(q + size_t(n0) * hd, hd, kt + m0, NP, s + size_t(n0) * NP + m0);
-      const float* bias = rel_bias + size_t(h) * N * N;
       for (int n = 0; n < N; ++n) {
-        float* sr = s + size_t(n) * NP;
-        const float* br = bias + size_t(n) * N;
+        const float* bn = rel_bias + (size_t(h) * N + n) * N;
         float mx = -INFINITY;
-        // masked keys get exactly zero weight (a row's own token is never masked)
-        if (masked) {
-          const int ln = label[n];
-          const int* lb = label;
-#pragma omp simd reduction(max : mx)
-          for (int m = 0; m < N; ++m) {
-            const float val = lb[m] != ln ? -INFINITY : sr[m] + br[m];
-            sr[m] = val;
-            mx = std::max(mx, val);
-          }
-        } else {
-#pragma omp simd reduction(max : mx)
-          for (int m = 0; m < N; ++m) {
-            sr[m] += br[m];
-            mx = std::max(mx, sr[m]);
-          }
+        for (int m = 0; m < N; ++m) {
+          float dot = 0.f;
+          for (int d = 0; d < hd; ++d) dot += q[n * ld + d] * k[m * ld + d];
+          s[m] = g.shift > 0 && label[m] != label[n] ? -INFINITY : dot * scale + bn[m];
+          mx = std::max(mx, s[m]);
         }
         float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
         for (int m = 0; m < N; ++m) {
-          const float ex = cpu::fast_exp(sr[m] - mx);  // unconditional: vectorised
-          const float e = sr[m] == -INFINITY ? 0.f : ex;
-          sr[m] = e;
-          sum += e;
+          s[m] = s[m] == -INFINITY ? 0.f : cpu::fast_exp(s[m] - mx);
+          sum += s[m];
         }
-        const float inv = 1.f / sum;
-#pragma omp simd
-        for (int m = 0; m < N; ++m) sr[m] *= inv;
-      }
-      for (int n0 = 0; n0 < N; n0 += 4) {
-        const int rows = std::min(4, N - n0);
-        pv_tile<HD>(s + size_t(n0) * NP, NP, N, v, hd, rows, out + (bw * N + n0) * C + h * hd, C);
+        float* o = out + (bw * N + n) * C + h * hd;
+        for (int d = 0; d < hd; ++d) {
+          float acc = 0.f;
+          for (int m = 0; m < N; ++m) acc += s[m] * v[m * ld + d];
+          o[d] = acc / sum;
+        }
       }
     }
   }
@@ -187,16 +333,15 @@ void attention_kernel(const float* qkv, int64_t batch, const WindowGeometry& g, 
 
 void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
                       const float* rel_bias, float* out, Scratch& scratch) {
-  // Every Swin v1 variant has 32 channels per head: a compile-time width keeps a query's
-  // output row in registers.
-  const int N = g.tokens(), NP = (N + 63) / 64 * 64, NR = (N + 3) / 4 * 4;
+  const int N = g.tokens(), NP = (N + kLanes - 1) / kLanes * kLanes;
   const int threads = omp_get_max_threads();
-  scratch.reserve(threads, size_t(NR) * hd + size_t(hd) * NP + size_t(N) * hd + size_t(NR) * NP,
-                  size_t(NP));
-  if (hd == 32) {
-    attention_kernel<32>(qkv, batch, g, heads, hd, rel_bias, out, scratch, threads);
+  if (hd == kHeadDim) {
+    scratch.reserve(threads, size_t(kHeadDim) * NP + size_t(N) * NP + size_t(N), size_t(NP));
+    if (NP != N) scratch.reserve_shared(size_t(heads) * N * NP);
+    attention_tiled(qkv, batch, g, heads, rel_bias, out, scratch, threads);
   } else {
-    attention_kernel<0>(qkv, batch, g, heads, hd, rel_bias, out, scratch, threads);
+    scratch.reserve(threads, size_t(N), size_t(N));
+    attention_plain(qkv, batch, g, heads, hd, rel_bias, out, scratch, threads);
   }
 }
 

@@ -27,6 +27,7 @@ namespace biref::cpu {
 struct Scratch {
   std::vector<std::vector<float>> f;
   std::vector<std::vector<int>> i;
+  std::vector<float> shared;  // one buffer for all threads, filled before a parallel region
   void reserve(int threads, size_t floats, size_t ints) {
     if (f.size() < size_t(threads)) {
       f.resize(size_t(threads));
@@ -36,6 +37,9 @@ struct Scratch {
       if (f[t].size() < floats) f[t].assign(floats, 0.f);
       if (i[t].size() < ints) i[t].assign(ints, 0);
     }
+  }
+  void reserve_shared(size_t floats) {
+    if (shared.size() < floats) shared.assign(floats, 0.f);
   }
 };
 
