@@ -92,18 +92,25 @@ void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) {
   }
 }
 
+// One output pixel at a time, its C·g² channels written in order (a whole contiguous run, each
+// channel plane's g² values from g² image pixels): the writes stream, the reads of an image row
+// serve the next output pixels from cache. (Scattering each image pixel's C values g² floats
+// apart instead wrote every cache line piecemeal: 4-10 times slower at 1024².)
 void image_patches(const Tensor& x, int g, Tensor& y) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
-  const int64_t h = H / g, w = W / g, Cy = C * g * g;
+  const int64_t h = H / g, w = W / g, gg = int64_t(g) * g, Cy = C * gg;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * H; ++r) {  // one input row: tile row (r / h) of the grid
-    const int64_t b = r / H, yy = r % H;
-    const int64_t row = yy / h, i = yy % h;
-    for (int64_t xx = 0; xx < W; ++xx) {
-      const int64_t col = xx / w, j = xx % w;
-      const float* src = x.data + ((b * H + yy) * W + xx) * C;
-      float* dst = y.data + ((b * h + i) * w + j) * Cy + row * g + col;
-      for (int64_t c = 0; c < C; ++c) dst[c * g * g] = src[c];
+  for (int64_t r = 0; r < B * h; ++r) {  // one output row: row i of every tile
+    const int64_t b = r / h, i = r % h;
+    for (int64_t j = 0; j < w; ++j) {
+      float* dst = y.data + (r * w + j) * Cy;
+      for (int64_t row = 0; row < g; ++row) {
+        const float* src = x.data + ((b * H + row * h + i) * W + j) * C;
+        for (int64_t col = 0; col < g; ++col) {
+          const float* px = src + col * w * C;
+          for (int64_t c = 0; c < C; ++c) dst[c * gg + row * g + col] = px[c];
+        }
+      }
     }
   }
 }
