@@ -84,10 +84,16 @@ void BM_LinearBf16(benchmark::State& st) {
 }
 BENCHMARK(BM_LinearBf16)->Apply(linear_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Window attention over side×side tokens: {side, shift, window, heads}, 32 channels per head.
-// 256/7/3: stage 0 of swin_v1_t at 1024²; 64/12/24: stage 2 of swin_v1_l at 1024².
+// Window attention over side×side tokens: {side, shift, window, heads, precision (0: fp32, 1:
+// bf16)}, 32 channels per head. 256/7/3: stage 0 of swin_v1_t at 1024²; 64/12/24: stage 2 of
+// swin_v1_l at 1024².
 void BM_WindowAttention(benchmark::State& st) {
-  auto be = make_cpu_backend();
+  const bool bf16 = st.range(4) == 1;
+  if (bf16 && cpu_isa_supported() < CpuIsa::avx512_bf16) {
+    st.SkipWithError("no AVX512_BF16");
+    return;
+  }
+  auto be = make_cpu_backend(cpu_isa(), bf16 ? Precision::bf16 : Precision::fp32);
   const int heads = int(st.range(3)), hd = 32, C = heads * hd;
   const WindowGeometry g =
       window_geometry(int(st.range(0)), int(st.range(0)), int(st.range(2)), int(st.range(1)));
@@ -101,11 +107,8 @@ void BM_WindowAttention(benchmark::State& st) {
 }
 BENCHMARK(BM_WindowAttention)
     ->UseRealTime()
-    ->Args({21, 0, 7, 3})
-    ->Args({256, 0, 7, 3})
-    ->Args({256, 3, 7, 3})
-    ->Args({64, 0, 12, 24})
-    ->Args({64, 6, 12, 24})
+    ->ArgsProduct({{256}, {0, 3}, {7}, {3}, {0, 1}})
+    ->ArgsProduct({{64}, {0, 6}, {12}, {24}, {0, 1}})
     ->Unit(benchmark::kMillisecond);
 
 // The ASPP's 7×7 deformable conv, 64 -> 256 channels, on an h×w map; precision 0: fp32, 1: bf16

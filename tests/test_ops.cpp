@@ -504,6 +504,55 @@ TEST(OpsBf16, FusedAsppWithinTheRoundingOfItsOperands) {
   }
 }
 
+// Precision::bf16's window attention (q·kᵀ and P·V on vdpbf16ps, softmax in float32): the
+// float32 reference within the rounding of q, k, v and the weights to bfloat16, at both window
+// sizes, with and without the shift mask, windows that need padding, batch 2. A masked key gets
+// exactly zero weight here too; another head width runs the float32 kernel.
+TEST(OpsBf16, WindowAttentionWithinTheRoundingOfItsOperands) {
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  auto ref = make_ref_backend();
+  auto bf = make_cpu_backend(CpuIsa::avx512_bf16, Precision::bf16);
+  auto f32 = make_cpu_backend(CpuIsa::avx512_bf16, Precision::fp32);
+  struct Case {
+    int B, h, w, window, shift, heads;
+  };
+  for (const Case& c : {Case{2, 15, 10, 7, 3, 3}, Case{1, 14, 14, 7, 0, 2},
+                        Case{1, 26, 13, 12, 6, 2}, Case{1, 12, 24, 12, 0, 1}}) {
+    const WindowGeometry g = window_geometry(c.h, c.w, c.window, c.shift);
+    const int C = c.heads * 32;
+    const Tensor qkv = random_tensor({c.B, g.windows(), g.tokens(), 3 * C}, 170, -2.f, 2.f);
+    const auto bias = random_vector(size_t(c.heads) * g.tokens() * g.tokens(), 171);
+    Tensor a0 = Tensor::empty({c.B, g.windows(), g.tokens(), C}), a1 = Tensor::empty(a0.shape);
+    ref->window_attention(qkv.data, c.B, g, c.heads, 32, bias.data(), a0.data);
+    bf->window_attention(qkv.data, c.B, g, c.heads, 32, bias.data(), a1.data);
+    double scale = 0;
+    for (int64_t i = 0; i < a0.numel(); ++i)
+      scale = std::max(scale, double(std::fabs(a0.data[i])));
+    const double rel = max_abs_diff(a0, a1) / scale;
+    std::printf("window attention at bf16, window %d shift %d: max error %.2e of the output's "
+                "scale\n", c.window, c.shift, rel);
+    EXPECT_GT(rel, 0.0);  // the bf16 path ran
+    EXPECT_LE(rel, 2e-2) << "window " << c.window << " shift " << c.shift;
+  }
+  // q = k = 0: token 0 weighs the 16 tokens of its region equally (v: the token's index, exact
+  // in bfloat16): mean 12, where a leak across the mask would move it
+  const WindowGeometry g = window_geometry(7, 7, 7, 3);
+  const int N = g.tokens();
+  std::vector<float> qkv(size_t(N) * 96, 0.f), zero(size_t(N) * N, 0.f), out(size_t(N) * 32);
+  for (int m = 0; m < N; ++m)
+    for (int d = 0; d < 32; ++d) qkv[size_t(m) * 96 + 64 + d] = float(m);
+  bf->window_attention(qkv.data(), 1, g, 1, 32, zero.data(), out.data());
+  for (int d = 0; d < 32; ++d) EXPECT_EQ(out[d], 12.f) << "channel " << d;
+  // head width 16: the float32 kernel, bit for bit
+  const WindowGeometry g16 = window_geometry(9, 11, 7, 3);
+  const Tensor q16 = random_tensor({1, g16.windows(), g16.tokens(), 3 * 32}, 172);
+  const auto b16 = random_vector(size_t(2) * g16.tokens() * g16.tokens(), 173);
+  Tensor o0 = Tensor::empty({1, g16.windows(), g16.tokens(), 32}), o1 = Tensor::empty(o0.shape);
+  f32->window_attention(q16.data, 1, g16, 2, 16, b16.data(), o0.data);
+  bf->window_attention(q16.data, 1, g16, 2, 16, b16.data(), o1.data);
+  EXPECT_EQ(max_abs_diff(o0, o1), 0.0);
+}
+
 // Precision::bf16's fused MLP (the hidden layer in bfloat16 blocks in cache) equals fc1 with
 // GELU then fc2 added into the residual through a float32 hidden layer, bit for bit: fc2 rounds
 // what it reads to bfloat16 exactly as the fused kernel stores it. Row counts that are not whole

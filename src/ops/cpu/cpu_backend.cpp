@@ -150,6 +150,9 @@ class CpuBackend final : public Backend {
 
   void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
                         const float* rel_bias, float* out) override {
+    if (precision_ == Precision::bf16 &&
+        cpu::avx512_bf16::window_attention_bf16(qkv, batch, g, heads, hd, rel_bias, out, scratch_))
+      return;
     k_.window_attention(qkv, batch, g, heads, hd, rel_bias, out, scratch_);
   }
 

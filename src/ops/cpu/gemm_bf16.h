@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/cpu/kernels.h"
 #include "ops/layers.h"
 
 namespace biref::cpu {
@@ -80,6 +81,11 @@ void conv_columns_bf16(const Conv2d& c, const Tensor& x, int64_t Ho, int64_t Wo,
 // with a zero), tap-major.
 void deform_columns_bf16(const DeformConv& d, const Tensor& x, const Tensor& offset_mask,
                          int64_t p0, int64_t np, int64_t kp, uint16_t* cols);
+// Backend::window_attention with q·kᵀ and P·V on vdpbf16ps (q, k, v and the softmax weights
+// rounded to bfloat16, sums, bias, mask and softmax in float32), for 32 channels per head (every
+// Swin v1 model); false, doing nothing, for another head width. (attention_bf16.cpp)
+bool window_attention_bf16(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
+                           int hd, const float* rel_bias, float* out, Scratch& scratch);
 }  // namespace avx512_bf16
 
 // float32 -> bfloat16 bits, round to nearest even (NaN stays NaN), and back: the arithmetic the
