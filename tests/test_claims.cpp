@@ -4,6 +4,7 @@
 // against an analytic count, `biref version`, and `--threads`.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -526,6 +527,39 @@ TEST(Claims, BenchThreadsFlagSetsTheThreadCount) {
   EXPECT_EQ(bad.err.rfind("biref bench: error: ", 0), 0u) << bad.err;
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
   EXPECT_NE(bad.err.find("out of range"), std::string::npos) << bad.err;
+}
+
+// --compare-precision: both precisions' runs alternated in one process. Each pair's speed-up is
+// its FP32 time over its BF16 time, and the reported median is theirs; bad combinations and a
+// CPU without AVX512_BF16 are one-line errors.
+TEST(Claims, BenchComparePrecisionAlternatesRuns) {
+  const std::string base = "--model synthetic:swin_v1_t --size 64x64 --threads 1 --compare-precision";
+  if (cpu_isa_supported() < CpuIsa::avx512_bf16) {
+    const test::CliResult r = test::run_cli("bench " + base);
+    EXPECT_EQ(r.code, 1) << r.all();
+    EXPECT_NE(r.err.find("AVX512_BF16"), std::string::npos) << r.err;
+    GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  }
+  const auto j = bench_json(base + " --runs 3 --warmup 1");
+  ASSERT_TRUE(j.contains("fp32") && j.contains("bf16") && j.contains("speedup_per_pair")) << j;
+  const auto f = j["fp32"]["runs_ms"].get<std::vector<double>>(),
+             b = j["bf16"]["runs_ms"].get<std::vector<double>>(),
+             s = j["speedup_per_pair"].get<std::vector<double>>();
+  ASSERT_EQ(f.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  ASSERT_EQ(s.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(s[i], f[i] / b[i], 1e-9) << "pair " << i;
+  std::vector<double> sorted = s;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_DOUBLE_EQ(j["speedup_median"].get<double>(), sorted[1]);
+  EXPECT_DOUBLE_EQ(j["fp32"]["min_ms"].get<double>(), *std::min_element(f.begin(), f.end()));
+  EXPECT_EQ(j["threads"].get<std::string>(), "fixed: 1 (LoadOptions::threads)");
+  for (const char* other : {"--profile", "--reference", "--procs 2", "--sizes 64x64"}) {
+    const test::CliResult r = test::run_cli("bench " + base + " " + other);
+    EXPECT_EQ(r.code, 1) << other << ": " << r.all();
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("--compare-precision does not go with"), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

@@ -2,13 +2,16 @@
 // measured in the same run, load time and peak memory. With --sizes, also the cost per
 // megapixel of a cycle of mixed input sizes against the fixed --size (the activation arena keeps
 // a plan per size; $BIREF_ARENA_PLANS=1 measures with one plan, re-planned at every change).
+// With --compare-precision, FP32 against BF16 run by run in one process.
 #include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
@@ -75,6 +78,7 @@ struct BenchOptions {
   int busy = 0;       // busy-looping threads of another process beside the run
   int procs = 1;      // copies of the benchmark at once
   bool copy = false;  // this process is one of those copies: JSON, no sgemm
+  bool compare_precision = false;  // FP32 and BF16, their runs alternated
 };
 
 struct Size {
@@ -114,6 +118,7 @@ biref::HostTensor random_input(int batch, int W, int H) {
 }
 
 int run_scenario(const BenchOptions& o);
+int run_compare(const BenchOptions& o);
 
 // "2 threads in every run", or "1 thread in 4 runs, 2 in 6"
 std::string threads_summary(const std::vector<int>& per_run) {
@@ -138,6 +143,7 @@ std::string kernels_line(const biref::ModelInfo& info) {
 int run_bench(const BenchOptions& o) {
   BIREF_CHECK(o.busy >= 0 && o.busy <= 1024, "--busy ", o.busy, " is out of range (0..1024)");
   BIREF_CHECK(o.procs >= 1 && o.procs <= 64, "--procs ", o.procs, " is out of range (1..64)");
+  if (o.compare_precision) return run_compare(o);
   if ((o.busy > 0 || o.procs > 1) && !o.copy) return run_scenario(o);
   int W = 0, H = 0;
   biref::cli::parse_size(o.size, "--size", W, H);
@@ -417,6 +423,102 @@ int run_scenario(const BenchOptions& o) {
   return 0;
 }
 
+// --compare-precision: the model loaded twice in this process, in FP32 and in BF16, and their
+// runs alternated (--warmup pairs, then --runs timed pairs; which one runs first alternates too),
+// so that both see the same machine. Reports each precision's median and the speed-up of each
+// pair. (Two separate benchmarks on a machine whose speed drifts by ±10% over minutes disagree by
+// as much as the difference they measure.)
+int run_compare(const BenchOptions& o) {
+  BIREF_CHECK(o.sizes.empty() && !o.profile && !o.reference && o.busy == 0 && o.procs == 1,
+              "--compare-precision does not go with --sizes, --profile, --reference, --busy or "
+              "--procs");
+  int W = 0, H = 0;
+  biref::cli::parse_size(o.size, "--size", W, H);
+  biref::cli::check_model_size(W, H, "--size");
+  BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
+  BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
+  biref::check_threads(o.threads, "--threads");
+  biref::checked_numel({o.batch, 3, H, W});
+  struct Side {
+    const char* name;
+    std::unique_ptr<biref::Model> model{};
+    double load_ms = 0;
+    std::vector<double> lat{};
+  };
+  std::array<Side, 2> side{Side{"fp32"}, Side{"bf16"}};
+  for (Side& sd : side) {
+    biref::LoadOptions lo;
+    lo.threads = o.threads;
+    lo.precision = biref::parse_precision(sd.name);
+    const auto t = Clock::now();
+    sd.model = biref::Model::load(o.model, lo);
+    sd.load_ms = ms_since(t);
+  }
+  const auto info = side[1].model->info();
+  const biref::HostTensor x = random_input(o.batch, W, H);
+  if (!o.json)
+    std::fprintf(stderr, "model %s: %s; kernels %s; threads: %s\n", info.source.c_str(),
+                 info.description.c_str(), kernels_line(info).c_str(), info.threads.c_str());
+  std::vector<double> speedup;
+  for (int r = 0; r < o.warmup + o.runs; ++r) {
+    double ms[2] = {0, 0};
+    for (int k = 0; k < 2; ++k) {
+      const int i = (r + k) % 2;  // FP32 first in even pairs, BF16 first in odd ones
+      const auto t = Clock::now();
+      side[size_t(i)].model->forward(x);
+      ms[i] = ms_since(t);
+    }
+    const bool timed = r >= o.warmup;
+    if (!o.json)
+      std::fprintf(stderr, "  pair %d%s: fp32 %.1f ms, bf16 %.1f ms: %.3fx\n", r + 1,
+                   timed ? "" : " (warm-up)", ms[0], ms[1], ms[0] / ms[1]);
+    if (!timed) continue;
+    side[0].lat.push_back(ms[0]);
+    side[1].lat.push_back(ms[1]);
+    speedup.push_back(ms[0] / ms[1]);
+  }
+  const double rss = biref::cli::peak_rss_mb();
+
+  nlohmann::ordered_json j;
+  j["model"] = info.source;
+  j["backbone"] = info.backbone;
+  j["isa"] = info.isa;
+  j["threads"] = info.threads;
+  j["size"] = {W, H};
+  j["batch"] = o.batch;
+  j["runs"] = o.runs;
+  for (const Side& sd : side) {
+    nlohmann::ordered_json p;
+    p["load_ms"] = sd.load_ms;
+    p["median_ms"] = median(sd.lat);
+    p["min_ms"] = *std::min_element(sd.lat.begin(), sd.lat.end());
+    p["max_ms"] = *std::max_element(sd.lat.begin(), sd.lat.end());
+    p["runs_ms"] = sd.lat;
+    j[sd.name] = p;
+  }
+  j["speedup_per_pair"] = speedup;
+  j["speedup_median"] = median(speedup);
+  j["speedup_of_medians"] = median(side[0].lat) / median(side[1].lat);
+  j["peak_rss_mb_both_models"] = rss;
+  if (o.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s %dx%d batch %d, FP32 against BF16, runs alternated\n", info.backbone.c_str(), W,
+              H, o.batch);
+  std::printf("  kernels         %s\n", kernels_line(info).c_str());
+  for (const Side& sd : side)
+    std::printf("  %s            median %8.1f ms   (min %.1f, max %.1f over %d runs; load %.0f ms)\n",
+                sd.name, j[sd.name]["median_ms"].get<double>(), j[sd.name]["min_ms"].get<double>(),
+                j[sd.name]["max_ms"].get<double>(), o.runs, sd.load_ms);
+  std::printf("  BF16 speed-up   %.3fx median of the %d pairs (%.3f-%.3fx); %.3fx of the medians\n",
+              median(speedup), o.runs, *std::min_element(speedup.begin(), speedup.end()),
+              *std::max_element(speedup.begin(), speedup.end()),
+              j["speedup_of_medians"].get<double>());
+  std::printf("  peak RSS        %8.0f MiB   (both models loaded)\n", rss);
+  return 0;
+}
+
 }  // namespace
 
 BIREF_COMMAND(
@@ -448,6 +550,9 @@ BIREF_COMMAND(
       app.add_option("--procs", o->procs,
                      "run N copies at once and report the images/s they reach together against "
                      "one copy alone");
+      app.add_flag("--compare-precision", o->compare_precision,
+                   "load the model in FP32 and in BF16 and alternate their runs: each one's "
+                   "median and BF16's speed-up per pair of runs");
       app.add_flag("--copy", o->copy)->group("");  // set on the copies --busy/--procs start
       return [o] { return run_bench(*o); };
     });
