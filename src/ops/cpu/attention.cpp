@@ -185,8 +185,62 @@ void pv(const float* p, int lds, int rows, int N, const float* v, int64_t ldv, c
   }
 }
 
-// The register-tiled path (head_dim 32). Per thread: kᵀ [32][NP], scores [N][NP], the labels of
-// the keys [NP] and 1/Σ per row [N]. NP: N rounded up to the vector width; the bias rows are
+// Softmax of the N score rows (NP wide, scaled, biased and masked here; masked keys get exactly
+// zero weight: a row's own token is never masked), each left as e^(s − max); inv[n] = 1/Σ.
+// Two passes over all the rows, so that the rows' dependency chains (horizontal max, the
+// exponential, horizontal sum, division) overlap; inv[n] holds the row's max in between.
+// label: each key's shift-mask region (NP of them), or null.
+void softmax_rows(float* s, int N, int NP, float scale, const float* bias, const int* label,
+                  float* inv) {
+  for (int n = 0; n < N; ++n) {
+    float* sr = s + size_t(n) * NP;
+    const float* br = bias + size_t(n) * NP;
+    const ivec own = ivec{} + (label ? label[n] : 0);
+    vec mx = vec{} - INFINITY;
+    for (int m = 0; m < NP; m += kLanes) {
+      vec x = vec(*at(sr + m)) * scale + vec(*at(br + m));
+      if (label) {
+        const ivec lm = *reinterpret_cast<const ivec_u*>(label + m);
+        x = lm != own ? vec{} - INFINITY : x;
+      }
+      *at(sr + m) = x;
+      mx = mx > x ? mx : x;
+    }
+    inv[n] = hmax(mx);
+  }
+  for (int n = 0; n < N; ++n) {
+    float* sr = s + size_t(n) * NP;
+    const float top = inv[n];
+    vec sum = {};
+    for (int m = 0; m < NP; m += kLanes) {
+      const vec e = exp_or_zero(vec(*at(sr + m)) - top);
+      *at(sr + m) = e;
+      sum += e;
+    }
+    inv[n] = 1.f / hsum(sum);
+  }
+}
+
+// One (window, head): q, k and v rows `ld` floats apart from q (k at +C, v at +2C); bias [N][NP]
+// (-inf past N); out rows C apart. buf: kᵀ [32][NP], scores [N][NP], 1/Σ [N]. (A function of
+// its own: clang does not give OpenMP's outlined bodies the level's target, and vectors passed
+// between functions need it.)
+void attend(const float* q, int64_t ld, int C, int N, int NP, float scale, const float* bias,
+            const int* label, float* out, float* buf) {
+  float* kt = buf;
+  float* s = kt + size_t(kHeadDim) * NP;
+  float* inv = s + size_t(N) * NP;
+  transpose_keys(q + C, ld, N, NP, kt);
+  for (int n0 = 0; n0 < N; n0 += kScoreRows)
+    scores(q + n0 * ld, ld, std::min(kScoreRows, N - n0), kt, NP, s + size_t(n0) * NP);
+  softmax_rows(s, N, NP, scale, bias, label, inv);
+  for (int n0 = 0; n0 < N; n0 += kPvRows)
+    pv(s + size_t(n0) * NP, NP, std::min(kPvRows, N - n0), N, q + 2 * C, ld, inv + n0,
+       out + int64_t(n0) * C, C);
+}
+
+// The register-tiled path (head_dim 32). Per thread: kᵀ [32][NP], scores [N][NP], 1/Σ per row
+// [N] and the labels of the keys [NP]. NP: N rounded up to the vector width; the bias rows are
 // read NP wide, from a copy padded with -inf when N is not a multiple of it.
 void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
                      const float* rel_bias, float* out, Scratch& scratch, int threads) {
@@ -208,9 +262,7 @@ void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, i
 #pragma omp parallel num_threads(threads)
   {
     // this thread's buffers, sized before the parallel region (no allocation in here)
-    float* kt = scratch.f[size_t(omp_get_thread_num())].data();
-    float* s = kt + size_t(kHeadDim) * NP;
-    float* inv = s + size_t(N) * NP;
+    float* buf = scratch.f[size_t(omp_get_thread_num())].data();
     int* label = scratch.i[size_t(omp_get_thread_num())].data();
     int last_window = -1;
 #pragma omp for schedule(static)
@@ -218,17 +270,15 @@ void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, i
       const int64_t bw = job / heads;
       const int h = int(job % heads);
       const int widx = int(bw % g.windows());
-      const float* q = qkv + bw * N * ld + h * kHeadDim;
       if (job + 1 < jobs) {
-        // the next job's q, k and v rows into L2: 128-byte pieces 3C floats apart, a pattern
-        // the hardware prefetchers do not follow (qkv is far larger than the caches)
+        // the next job's q, k and v rows into the cache: 128-byte pieces 3C floats apart, a
+        // pattern the hardware prefetchers do not follow (qkv is far larger than the caches)
         const float* next = qkv + (job + 1) / heads * N * ld + (job + 1) % heads * kHeadDim;
         for (int n = 0; n < N; ++n)
           for (int part = 0; part < 3; ++part)
             for (int line = 0; line < kHeadDim; line += 16)
               __builtin_prefetch(next + n * ld + part * C + line, 0, 3);
       }
-      transpose_keys(q + C, ld, N, NP, kt);
       if (masked && widx != last_window) {
         const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
         for (int t = 0; t < N; ++t)
@@ -237,44 +287,8 @@ void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, i
         for (int t = N; t < NP; ++t) label[t] = -1;  // padding: its bias is -inf already
         last_window = widx;
       }
-      for (int n0 = 0; n0 < N; n0 += kScoreRows)
-        scores(q + n0 * ld, ld, std::min(kScoreRows, N - n0), kt, NP, s + size_t(n0) * NP);
-      // scale, bias, shift mask, softmax; masked keys get exactly zero weight (a row's own token
-      // is never masked). The rows are left as e^(s - max) and P·V divides by the sum. Two passes
-      // over all the rows, so that the rows' dependency chains (horizontal max, the exponential,
-      // horizontal sum, division) overlap. inv[n] holds the row's max in between.
-      const float* bias_h = bias + size_t(h) * N * NP;
-      for (int n = 0; n < N; ++n) {
-        float* sr = s + size_t(n) * NP;
-        const float* br = bias_h + size_t(n) * NP;
-        const ivec own = ivec{} + (masked ? label[n] : 0);
-        vec mx = vec{} - INFINITY;
-        for (int m = 0; m < NP; m += kLanes) {
-          vec x = vec(*at(sr + m)) * scale + vec(*at(br + m));
-          if (masked) {
-            const ivec lm = *reinterpret_cast<const ivec_u*>(label + m);
-            x = lm != own ? vec{} - INFINITY : x;
-          }
-          *at(sr + m) = x;
-          mx = mx > x ? mx : x;
-        }
-        inv[n] = hmax(mx);
-      }
-      for (int n = 0; n < N; ++n) {
-        float* sr = s + size_t(n) * NP;
-        const float top = inv[n];
-        vec sum = {};
-        for (int m = 0; m < NP; m += kLanes) {
-          const vec e = exp_or_zero(vec(*at(sr + m)) - top);
-          *at(sr + m) = e;
-          sum += e;
-        }
-        inv[n] = 1.f / hsum(sum);
-      }
-      float* o = out + bw * N * C + h * kHeadDim;
-      for (int n0 = 0; n0 < N; n0 += kPvRows)
-        pv(s + size_t(n0) * NP, NP, std::min(kPvRows, N - n0), N, q + 2 * C, ld, inv + n0,
-           o + int64_t(n0) * C, C);
+      attend(qkv + bw * N * ld + h * kHeadDim, ld, C, N, NP, scale, bias + size_t(h) * N * NP,
+             masked ? label : nullptr, out + bw * N * C + h * kHeadDim, buf);
     }
   }
 }
