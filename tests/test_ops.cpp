@@ -377,42 +377,50 @@ namespace {
 
 TEST_P(Ops, WindowOpsInBandsEqualTheWholeGrid) {
   // partition + attention + reverse over bands of window rows give what one pass over all
-  // windows gives, with the shift mask's regions taken from the global window position
-  for (auto& be : {make_ref_backend(), make_cpu_backend(GetParam())}) {
-    const WindowGeometry g = window_geometry(17, 12, 7, 3);  // 3 window rows (padded to 21)
-    const int heads = 2, hd = 4, C = heads * hd, B = 2;
-    Tensor x = random_tensor({B, g.h, g.w, C}, 130);
-    auto bias = random_vector(size_t(heads) * g.tokens() * g.tokens(), 131);
-    // whole grid
-    Tensor win = Tensor::empty({B, g.windows(), g.tokens(), C});
-    be->window_partition(x, g, win);
-    Tensor qkv = random_tensor({B, g.windows(), g.tokens(), 3 * C}, 132);
-    Tensor att = Tensor::empty(win.shape);
-    be->window_attention(qkv.data, B, g, heads, hd, bias.data(), att.data);
-    Tensor whole = Tensor::zeros(x.shape);
-    be->window_reverse_add(att, g, whole);
-    // bands of one and two window rows; qkv rows taken from the same windows
-    Tensor banded = Tensor::zeros(x.shape);
-    for (auto [r0, n] : {std::pair{0, 1}, std::pair{1, 2}}) {
-      const WindowGeometry gb = g.band(r0, n);
-      Tensor wb = Tensor::empty({B, gb.windows(), gb.tokens(), C});
-      be->window_partition(x, gb, wb);
-      for (int b = 0; b < B; ++b)  // the band's windows are rows r0.. of each image's windows
-        for (int64_t i = 0; i < int64_t(gb.windows()) * gb.tokens() * C; ++i)
-          ASSERT_EQ(
-              wb.data[int64_t(b) * gb.windows() * gb.tokens() * C + i],
-              win.data[(int64_t(b) * g.windows() + int64_t(r0) * g.nww()) * g.tokens() * C + i]);
-      Tensor qb = Tensor::empty({B, gb.windows(), gb.tokens(), 3 * C});
-      for (int b = 0; b < B; ++b)
-        std::copy_n(
-            qkv.data + (int64_t(b) * g.windows() + int64_t(r0) * g.nww()) * g.tokens() * 3 * C,
-            int64_t(gb.windows()) * gb.tokens() * 3 * C,
-            qb.data + int64_t(b) * gb.windows() * gb.tokens() * 3 * C);
-      Tensor ab = Tensor::empty(wb.shape);
-      be->window_attention(qb.data, B, gb, heads, hd, bias.data(), ab.data);
-      be->window_reverse_add(ab, gb, banded);
+  // windows gives, with the shift mask's regions taken from the global window position; head
+  // width 4 (plain loops) and 32 (the register-tiled kernels, and BF16's where the level has it)
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_ref_backend());
+  backends.push_back(make_cpu_backend(GetParam()));
+  if (GetParam() >= CpuIsa::avx512_bf16)
+    backends.push_back(make_cpu_backend(GetParam(), Precision::bf16));
+  for (int hd : {4, 32}) {
+    for (auto& be : backends) {
+      const WindowGeometry g = window_geometry(17, 12, 7, 3);  // 3 window rows (padded to 21)
+      const int heads = 2, C = heads * hd, B = 2;
+      Tensor x = random_tensor({B, g.h, g.w, C}, 130);
+      auto bias = random_vector(size_t(heads) * g.tokens() * g.tokens(), 131);
+      // whole grid
+      Tensor win = Tensor::empty({B, g.windows(), g.tokens(), C});
+      be->window_partition(x, g, win);
+      Tensor qkv = random_tensor({B, g.windows(), g.tokens(), 3 * C}, 132);
+      Tensor att = Tensor::empty(win.shape);
+      be->window_attention(qkv.data, B, g, heads, hd, bias.data(), att.data);
+      Tensor whole = Tensor::zeros(x.shape);
+      be->window_reverse_add(att, g, whole);
+      // bands of one and two window rows; qkv rows taken from the same windows
+      Tensor banded = Tensor::zeros(x.shape);
+      for (auto [r0, n] : {std::pair{0, 1}, std::pair{1, 2}}) {
+        const WindowGeometry gb = g.band(r0, n);
+        Tensor wb = Tensor::empty({B, gb.windows(), gb.tokens(), C});
+        be->window_partition(x, gb, wb);
+        for (int b = 0; b < B; ++b)  // the band's windows are rows r0.. of each image's windows
+          for (int64_t i = 0; i < int64_t(gb.windows()) * gb.tokens() * C; ++i)
+            ASSERT_EQ(
+                wb.data[int64_t(b) * gb.windows() * gb.tokens() * C + i],
+                win.data[(int64_t(b) * g.windows() + int64_t(r0) * g.nww()) * g.tokens() * C + i]);
+        Tensor qb = Tensor::empty({B, gb.windows(), gb.tokens(), 3 * C});
+        for (int b = 0; b < B; ++b)
+          std::copy_n(
+              qkv.data + (int64_t(b) * g.windows() + int64_t(r0) * g.nww()) * g.tokens() * 3 * C,
+              int64_t(gb.windows()) * gb.tokens() * 3 * C,
+              qb.data + int64_t(b) * gb.windows() * gb.tokens() * 3 * C);
+        Tensor ab = Tensor::empty(wb.shape);
+        be->window_attention(qb.data, B, gb, heads, hd, bias.data(), ab.data);
+        be->window_reverse_add(ab, gb, banded);
+      }
+      EXPECT_LE(max_abs_diff(whole, banded), 1e-6) << be->name() << " head width " << hd;
     }
-    EXPECT_LE(max_abs_diff(whole, banded), 1e-6) << be->name();
   }
 }
 

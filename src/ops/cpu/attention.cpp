@@ -141,10 +141,17 @@ void score_rows(const float* q, int64_t ldq, const float* kt, int NP, float* s) 
   for (; m0 + kScoreVecs * kLanes <= NP; m0 += kScoreVecs * kLanes)
     score_tile<R, kScoreVecs>(q, ldq, kt + m0, NP, s + m0, NP);
   switch ((NP - m0) / kLanes) {
-    case 3: score_tile<R, 3>(q, ldq, kt + m0, NP, s + m0, NP); break;
-    case 2: score_tile<R, 2>(q, ldq, kt + m0, NP, s + m0, NP); break;
-    case 1: score_tile<R, 1>(q, ldq, kt + m0, NP, s + m0, NP); break;
-    default: break;
+    case 3:
+      score_tile<R, 3>(q, ldq, kt + m0, NP, s + m0, NP);
+      break;
+    case 2:
+      score_tile<R, 2>(q, ldq, kt + m0, NP, s + m0, NP);
+      break;
+    case 1:
+      score_tile<R, 1>(q, ldq, kt + m0, NP, s + m0, NP);
+      break;
+    default:
+      break;
   }
   static_assert(kScoreVecs <= 4);
 }

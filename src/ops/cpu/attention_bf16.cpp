@@ -17,8 +17,8 @@
 #include <cstring>
 
 #include "ops/cpu/gemm_bf16.h"
-#include "ops/cpu/kernels.h"
 #include "ops/cpu/isa_begin.h"
+#include "ops/cpu/kernels.h"
 
 #if !defined(__clang__)
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps) when these are inlined.
@@ -30,7 +30,7 @@ namespace biref::cpu::BIREF_ISA {
 
 namespace {
 
-constexpr int kHd = 32;        // channels per head (every Swin v1 model)
+constexpr int kHd = 32;          // channels per head (every Swin v1 model)
 constexpr int kPairs = kHd / 2;  // bfloat16 pairs per q or k row: one 16-lane vector
 constexpr int kScoreRows = 6, kScoreVecs = 4, kPvRows = 12;
 
@@ -54,7 +54,8 @@ inline void transpose16(__m512i (&r)[16]) {
                 lo4 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
                 hi4 = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31),
                 lo8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
-                hi8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+                hi8 =
+                    _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
   const __m512i lo[4] = {lo1, lo2, lo4, lo8}, hi[4] = {hi1, hi2, hi4, hi8};
   for (int t = 0; t < 4; ++t) {
     const int s = 1 << t;
@@ -91,10 +92,17 @@ inline void score_rows(const uint32_t* qb, const uint32_t* kp, int NP, float* s)
   for (; m0 + 16 * kScoreVecs <= NP; m0 += 16 * kScoreVecs)
     score_tile<R, kScoreVecs>(qb, kp + m0, NP, s + m0, NP);
   switch ((NP - m0) / 16) {
-    case 3: score_tile<R, 3>(qb, kp + m0, NP, s + m0, NP); break;
-    case 2: score_tile<R, 2>(qb, kp + m0, NP, s + m0, NP); break;
-    case 1: score_tile<R, 1>(qb, kp + m0, NP, s + m0, NP); break;
-    default: break;
+    case 3:
+      score_tile<R, 3>(qb, kp + m0, NP, s + m0, NP);
+      break;
+    case 2:
+      score_tile<R, 2>(qb, kp + m0, NP, s + m0, NP);
+      break;
+    case 1:
+      score_tile<R, 1>(qb, kp + m0, NP, s + m0, NP);
+      break;
+    default:
+      break;
   }
 }
 
@@ -141,8 +149,7 @@ inline void pv(const uint32_t* pb, int ldp, int rows, int J, const uint32_t* vp,
 // Sizes of one job's buffers, in 32-bit words.
 struct Layout {
   int N, NP, J, ldp;  // tokens; keys rounded up to 16; pairs of keys; P row stride (words)
-  explicit Layout(int n)
-      : N(n), NP((n + 15) / 16 * 16), J((n + 1) / 2), ldp((n + 31) / 32 * 16) {}
+  explicit Layout(int n) : N(n), NP((n + 15) / 16 * 16), J((n + 1) / 2), ldp((n + 31) / 32 * 16) {}
   size_t qb() const { return size_t(N) * kPairs; }
   size_t kp() const { return size_t(kPairs) * NP; }
   size_t s() const { return size_t(N) * NP; }
@@ -175,17 +182,18 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
     for (int p = 0; p < kPairs; ++p) _mm512_storeu_si512(kp + size_t(p) * NP + m0, r[p]);
   }
   const float* v = q + 2 * C;
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
-                                              24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
-                                              1, 16, 0);
+  const __m512i interleave =
+      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   for (int j = 0; j < L.J; ++j) {
     const float* a = v + 2 * j * ld;
     const bool second = 2 * j + 1 < N;  // the last pair of an odd N pairs its key with zeros
     for (int h = 0; h < kHd; h += 16) {
       const __m512 lo = _mm512_loadu_ps(a + h),
                    hi = second ? _mm512_loadu_ps(a + ld + h) : _mm512_setzero_ps();
-      _mm512_storeu_si512(vp + size_t(j) * kHd + h,
-                          _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+      _mm512_storeu_si512(
+          vp + size_t(j) * kHd + h,
+          _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
     }
   }
 
@@ -201,8 +209,8 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
     for (int m = 0; m < NP; m += 16) {
       __m512 x = _mm512_add_ps(_mm512_loadu_ps(sr + m), _mm512_loadu_ps(br + m));
       if (label) {
-        const __mmask16 other = _mm512_cmpneq_epi32_mask(
-            _mm512_loadu_si512(label + m), _mm512_set1_epi32(label[n]));
+        const __mmask16 other =
+            _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(label + m), _mm512_set1_epi32(label[n]));
         x = _mm512_mask_blend_ps(other, x, ninf);
       }
       _mm512_storeu_ps(sr + m, x);
@@ -232,14 +240,15 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
       _mm512_storeu_si512(pr + m / 2, b);
       // the rounded values back to float32: bfloat16 is the top half of a float
       sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_slli_epi32(b, 16)));
-      sum = _mm512_add_ps(sum, _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int32_t(0xffff0000u)))));
+      sum = _mm512_add_ps(
+          sum, _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int32_t(0xffff0000u)))));
     }
     inv[n] = 1.f / _mm512_reduce_add_ps(sum);
   }
 
   for (int n0 = 0; n0 < N; n0 += kPvRows)
-    pv(pb + size_t(n0) * L.ldp, L.ldp, std::min(kPvRows, N - n0), L.J, vp, inv + n0,
-       out + n0 * ldo, ldo);
+    pv(pb + size_t(n0) * L.ldp, L.ldp, std::min(kPvRows, N - n0), L.J, vp, inv + n0, out + n0 * ldo,
+       ldo);
 }
 
 }  // namespace
