@@ -554,6 +554,13 @@ TEST(Claims, BenchComparePrecisionAlternatesRuns) {
   EXPECT_DOUBLE_EQ(j["speedup_median"].get<double>(), sorted[1]);
   EXPECT_DOUBLE_EQ(j["fp32"]["min_ms"].get<double>(), *std::min_element(f.begin(), f.end()));
   EXPECT_EQ(j["threads"].get<std::string>(), "fixed: 1 (LoadOptions::threads)");
+  EXPECT_EQ(j["fp32"]["threads_per_run"], nlohmann::json::array({1, 1, 1}));
+  EXPECT_EQ(j["bf16"]["threads_per_run"], nlohmann::json::array({1, 1, 1}));
+  EXPECT_EQ(j["pairs_with_unequal_threads"].get<int>(), 0);
+  // --precision names one precision: a usage error beside the comparison of both
+  const test::CliResult both = test::run_cli("bench " + base + " --precision bf16");
+  EXPECT_EQ(both.code, 2) << both.all();
+  EXPECT_NE(both.err.find("--precision"), std::string::npos) << both.err;
   for (const char* other : {"--profile", "--reference", "--procs 2", "--sizes 64x64"}) {
     const test::CliResult r = test::run_cli("bench " + base + " " + other);
     EXPECT_EQ(r.code, 1) << other << ": " << r.all();

@@ -530,16 +530,20 @@ TEST(OpsBf16, WindowAttentionWithinTheRoundingOfItsOperands) {
     const int C = c.heads * 32;
     const Tensor qkv = random_tensor({c.B, g.windows(), g.tokens(), 3 * C}, 170, -2.f, 2.f);
     const auto bias = random_vector(size_t(c.heads) * g.tokens() * g.tokens(), 171);
-    Tensor a0 = Tensor::empty({c.B, g.windows(), g.tokens(), C}), a1 = Tensor::empty(a0.shape);
+    Tensor a0 = Tensor::empty({c.B, g.windows(), g.tokens(), C}), a1 = Tensor::empty(a0.shape),
+           a2 = Tensor::empty(a0.shape);
     ref->window_attention(qkv.data, c.B, g, c.heads, 32, bias.data(), a0.data);
     bf->window_attention(qkv.data, c.B, g, c.heads, 32, bias.data(), a1.data);
+    f32->window_attention(qkv.data, c.B, g, c.heads, 32, bias.data(), a2.data);
     double scale = 0;
     for (int64_t i = 0; i < a0.numel(); ++i)
       scale = std::max(scale, double(std::fabs(a0.data[i])));
     const double rel = max_abs_diff(a0, a1) / scale;
     std::printf("window attention at bf16, window %d shift %d: max error %.2e of the output's "
                 "scale\n", c.window, c.shift, rel);
-    EXPECT_GT(rel, 0.0);  // the bf16 path ran
+    // the bf16 kernel ran: it differs from the float32 one by the rounding (≈ 1e-3), not by the
+    // float32 kernels' 1e-7
+    EXPECT_GT(max_abs_diff(a1, a2) / scale, 1e-4) << "window " << c.window;
     EXPECT_LE(rel, 2e-2) << "window " << c.window << " shift " << c.shift;
   }
   // q = k = 0: token 0 weighs the 16 tokens of its region equally (v: the token's index, exact
@@ -551,6 +555,17 @@ TEST(OpsBf16, WindowAttentionWithinTheRoundingOfItsOperands) {
     for (int d = 0; d < 32; ++d) qkv[size_t(m) * 96 + 64 + d] = float(m);
   bf->window_attention(qkv.data(), 1, g, 1, 32, zero.data(), out.data());
   for (int d = 0; d < 32; ++d) EXPECT_EQ(out[d], 12.f) << "channel " << d;
+  // a NaN in one key reaches every query's output (no shift: no query is masked from it), in
+  // both precisions: never a silent zero weight
+  qkv[size_t(5) * 96 + 32 + 7] = NAN;
+  const WindowGeometry unshifted = window_geometry(7, 7, 7, 0);
+  for (auto* be : {bf.get(), f32.get()}) {
+    std::vector<float> o(out.size(), 0.f);
+    be->window_attention(qkv.data(), 1, unshifted, 1, 32, zero.data(), o.data());
+    EXPECT_EQ(std::count_if(o.begin(), o.end(), [](float v) { return std::isnan(v); }),
+              std::ptrdiff_t(o.size()))
+        << be->name();
+  }
   // head width 16: the float32 kernel, bit for bit
   const WindowGeometry g16 = window_geometry(9, 11, 7, 3);
   const Tensor q16 = random_tensor({1, g16.windows(), g16.tokens(), 3 * 32}, 172);

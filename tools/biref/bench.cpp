@@ -439,20 +439,23 @@ int run_compare(const BenchOptions& o) {
   BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
   biref::check_threads(o.threads, "--threads");
   biref::checked_numel({o.batch, 3, H, W});
+  // before loading anything: the FP32 model would load first and BF16 then fail
+  BIREF_CHECK(biref::cpu_isa() >= biref::CpuIsa::avx512_bf16,
+              "--compare-precision needs BF16, which needs a CPU with AVX512_BF16; the kernels here "
+              "are ",
+              biref::describe_cpu_isa());
   struct Side {
     const char* name;
     std::unique_ptr<biref::Model> model{};
-    double load_ms = 0;
     std::vector<double> lat{};
+    std::vector<int> threads{};  // per timed run
   };
   std::array<Side, 2> side{Side{"fp32"}, Side{"bf16"}};
   for (Side& sd : side) {
     biref::LoadOptions lo;
     lo.threads = o.threads;
     lo.precision = biref::parse_precision(sd.name);
-    const auto t = Clock::now();
     sd.model = biref::Model::load(o.model, lo);
-    sd.load_ms = ms_since(t);
   }
   const auto info = side[1].model->info();
   const biref::HostTensor x = random_input(o.batch, W, H);
@@ -460,22 +463,29 @@ int run_compare(const BenchOptions& o) {
     std::fprintf(stderr, "model %s: %s; kernels %s; threads: %s\n", info.source.c_str(),
                  info.description.c_str(), kernels_line(info).c_str(), info.threads.c_str());
   std::vector<double> speedup;
+  int uneven = 0;  // timed pairs whose two runs used different thread counts
   for (int r = 0; r < o.warmup + o.runs; ++r) {
     double ms[2] = {0, 0};
+    int threads[2] = {0, 0};
     for (int k = 0; k < 2; ++k) {
       const int i = (r + k) % 2;  // FP32 first in even pairs, BF16 first in odd ones
       const auto t = Clock::now();
       side[size_t(i)].model->forward(x);
       ms[i] = ms_since(t);
+      threads[i] = side[size_t(i)].model->last_threads();
     }
     const bool timed = r >= o.warmup;
     if (!o.json)
-      std::fprintf(stderr, "  pair %d%s: fp32 %.1f ms, bf16 %.1f ms: %.3fx\n", r + 1,
-                   timed ? "" : " (warm-up)", ms[0], ms[1], ms[0] / ms[1]);
+      std::fprintf(stderr, "  pair %d%s: fp32 %.1f ms (%d threads), bf16 %.1f ms (%d): %.3fx\n",
+                   r + 1, timed ? "" : " (warm-up)", ms[0], threads[0], ms[1], threads[1],
+                   ms[0] / ms[1]);
     if (!timed) continue;
-    side[0].lat.push_back(ms[0]);
-    side[1].lat.push_back(ms[1]);
+    for (int i = 0; i < 2; ++i) {
+      side[size_t(i)].lat.push_back(ms[i]);
+      side[size_t(i)].threads.push_back(threads[i]);
+    }
     speedup.push_back(ms[0] / ms[1]);
+    uneven += threads[0] != threads[1];
   }
   const double rss = biref::cli::peak_rss_mb();
 
@@ -489,14 +499,15 @@ int run_compare(const BenchOptions& o) {
   j["runs"] = o.runs;
   for (const Side& sd : side) {
     nlohmann::ordered_json p;
-    p["load_ms"] = sd.load_ms;
     p["median_ms"] = median(sd.lat);
     p["min_ms"] = *std::min_element(sd.lat.begin(), sd.lat.end());
     p["max_ms"] = *std::max_element(sd.lat.begin(), sd.lat.end());
     p["runs_ms"] = sd.lat;
+    p["threads_per_run"] = sd.threads;
     j[sd.name] = p;
   }
   j["speedup_per_pair"] = speedup;
+  j["pairs_with_unequal_threads"] = uneven;
   j["speedup_median"] = median(speedup);
   j["speedup_of_medians"] = median(side[0].lat) / median(side[1].lat);
   j["peak_rss_mb_both_models"] = rss;
@@ -508,9 +519,13 @@ int run_compare(const BenchOptions& o) {
               H, o.batch);
   std::printf("  kernels         %s\n", kernels_line(info).c_str());
   for (const Side& sd : side)
-    std::printf("  %s            median %8.1f ms   (min %.1f, max %.1f over %d runs; load %.0f ms)\n",
+    std::printf("  %s            median %8.1f ms   (min %.1f, max %.1f over %d runs; %s)\n",
                 sd.name, j[sd.name]["median_ms"].get<double>(), j[sd.name]["min_ms"].get<double>(),
-                j[sd.name]["max_ms"].get<double>(), o.runs, sd.load_ms);
+                j[sd.name]["max_ms"].get<double>(), o.runs, threads_summary(sd.threads).c_str());
+  if (uneven > 0)
+    std::printf("  note            in %d of the %d pairs the two runs used different thread counts "
+                "(other processes on the CPUs); --threads fixes the count\n",
+                uneven, o.runs);
   std::printf("  BF16 speed-up   %.3fx median of the %d pairs (%.3f-%.3fx); %.3fx of the medians\n",
               median(speedup), o.runs, *std::min_element(speedup.begin(), speedup.end()),
               *std::max_element(speedup.begin(), speedup.end()),
@@ -538,10 +553,11 @@ BIREF_COMMAND(
       app.add_option("--threads,-t", o->threads, "threads (0: all cores)")->capture_default_str();
       app.add_option("--batch,-b", o->batch, "batch size")->capture_default_str();
       app.add_flag("--reference", o->reference, "run the naive reference kernels");
-      app.add_option("--precision", o->precision,
-                     "fp32, or bf16: the matrix products in bfloat16 (AVX512_BF16)")
-          ->check(CLI::IsMember({"fp32", "bf16"}))
-          ->capture_default_str();
+      CLI::Option* precision =
+          app.add_option("--precision", o->precision,
+                         "fp32, or bf16: the matrix products in bfloat16 (AVX512_BF16)")
+              ->check(CLI::IsMember({"fp32", "bf16"}))
+              ->capture_default_str();
       app.add_flag("--json", o->json, "print one JSON object");
       app.add_flag("--profile", o->profile, "time every op kind (last run)");
       app.add_option("--busy", o->busy,
@@ -552,7 +568,8 @@ BIREF_COMMAND(
                      "one copy alone");
       app.add_flag("--compare-precision", o->compare_precision,
                    "load the model in FP32 and in BF16 and alternate their runs: each one's "
-                   "median and BF16's speed-up per pair of runs");
+                   "median and BF16's speed-up per pair of runs")
+          ->excludes(precision);
       app.add_flag("--copy", o->copy)->group("");  // set on the copies --busy/--procs start
       return [o] { return run_bench(*o); };
     });

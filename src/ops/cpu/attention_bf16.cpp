@@ -233,7 +233,7 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
           continue;
         }
         const __m512 x = _mm512_loadu_ps(sr + m + 16 * i);
-        e[i] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ),
+        e[i] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_UQ),
                                    exp16(_mm512_sub_ps(x, top)));
       }
       const __m512i b = (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]);
@@ -265,11 +265,16 @@ bool window_attention_bf16(const float* qkv, int64_t batch, const WindowGeometry
   const int threads = omp_get_max_threads();
   scratch.reserve(threads, L.total(), size_t(NP));
   // the bias rows NP wide, -inf past N (the padding keys get zero weight)
-  scratch.reserve_shared(size_t(heads) * N * NP);
-  float* bias = scratch.shared.data();
-  for (int64_t row = 0; row < int64_t(heads) * N; ++row) {
-    std::memcpy(bias + row * NP, rel_bias + row * N, sizeof(float) * size_t(N));
-    std::fill(bias + row * NP + N, bias + (row + 1) * NP, -INFINITY);
+  // (a copy only when N is not a multiple of 16: window 7)
+  const float* bias = rel_bias;
+  if (NP != N) {
+    scratch.reserve_shared(size_t(heads) * N * NP);
+    float* padded = scratch.shared.data();
+    for (int64_t row = 0; row < int64_t(heads) * N; ++row) {
+      std::memcpy(padded + row * NP, rel_bias + row * N, sizeof(float) * size_t(N));
+      std::fill(padded + row * NP + N, padded + (row + 1) * NP, -INFINITY);
+    }
+    bias = padded;
   }
   const int64_t jobs = batch * g.windows() * heads;
 #pragma omp parallel num_threads(threads)

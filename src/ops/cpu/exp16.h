@@ -6,9 +6,10 @@
 namespace biref::cpu::BIREF_ISA {
 
 // e^x as fast_exp (vec_math.h) on 16 lanes: Cody-Waite reduction, the same degree-6
-// polynomial, 2^n by vscalefps.
+// polynomial, 2^n by vscalefps. The clamp keeps a NaN (vminps/vmaxps return their second
+// operand when either is NaN), as fast_exp does.
 inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.f)), _mm512_set1_ps(-87.f));
+  x = _mm512_max_ps(_mm512_set1_ps(-87.f), _mm512_min_ps(_mm512_set1_ps(88.f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);

@@ -92,9 +92,9 @@ void concat_channels(const std::vector<const Tensor*>& parts, Tensor& y) {
   }
 }
 
-// One output pixel at a time, its C·g² channels written in order (a whole contiguous run, each
-// channel plane's g² values from g² image pixels): the writes stream, the reads of an image row
-// serve the next output pixels from cache. (Scattering each image pixel's C values g² floats
+// One output pixel at a time: its C·g² channels (one contiguous run, C planes of g² values from
+// g² image pixels) filled before the next pixel's, so the writes stay within a few cache lines at
+// a time and the reads of an image row serve the next output pixels from cache. (Scattering each image pixel's C values g² floats
 // apart instead wrote every cache line piecemeal: 4-10 times slower at 1024².)
 void image_patches(const Tensor& x, int g, Tensor& y) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
