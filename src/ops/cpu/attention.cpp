@@ -13,6 +13,7 @@
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vec_level.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/window_jobs.h"
 
 namespace biref::cpu::BIREF_ISA {
 
@@ -20,11 +21,6 @@ namespace {
 
 typedef int ivec __attribute__((vector_size(4 * kLanes)));
 typedef int ivec_u __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
-
-// Region label for the shift mask of a padded coordinate: [0, n−w) -> 0, [n−w, n−s) -> 1, rest 2.
-inline int region(int p, int n, int window, int shift) {
-  return p < n - window ? 0 : (p < n - shift ? 1 : 2);
-}
 
 // Register tiles per level, in the level's own vector width: R query rows × C vectors of keys
 // (scores) or R query rows × the head's 32 channels (P·V) in accumulators, sized to the
@@ -88,18 +84,7 @@ template <bool Max, int S = kLanes / 2, size_t... I>
 [[gnu::always_inline]] inline vec exp_or_zero(vec x) {
   const vec zero = {};
   const vec c = x < -87.0f ? zero - 87.0f : (x > 88.0f ? zero + 88.0f : x);
-  const vec n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  vec r = c - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  vec p = zero + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
-  const vec e = p * __builtin_bit_cast(vec, bits);
+  const vec e = cpu::exp_clamped<vec, ivec>(c);
   return x == -INFINITY ? zero : e;
 }
 
@@ -251,101 +236,41 @@ void attend(const float* q, int64_t ld, int C, int N, int NP, float scale, const
 // read NP wide, from a copy padded with -inf when N is not a multiple of it.
 void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
                      const float* rel_bias, float* out, Scratch& scratch, int threads) {
-  const int N = g.tokens(), w = g.window, C = heads * kHeadDim;
+  const int N = g.tokens(), C = heads * kHeadDim;
   const int NP = (N + kLanes - 1) / kLanes * kLanes;
   const int64_t ld = 3 * int64_t(C);
   const float scale = 1.f / std::sqrt(float(kHeadDim));
-  const bool masked = g.shift > 0;
-  const float* bias = rel_bias;
-  if (NP != N) {
-    float* padded = scratch.shared.data();
-    for (int64_t row = 0; row < int64_t(heads) * N; ++row) {
-      std::memcpy(padded + row * NP, rel_bias + row * N, sizeof(float) * size_t(N));
-      std::fill(padded + row * NP + N, padded + (row + 1) * NP, -INFINITY);
-    }
-    bias = padded;
-  }
-  const int64_t jobs = batch * g.windows() * heads;
-#pragma omp parallel num_threads(threads)
-  {
-    // this thread's buffers, sized before the parallel region (no allocation in here)
-    float* buf = scratch.f[size_t(omp_get_thread_num())].data();
-    int* label = scratch.i[size_t(omp_get_thread_num())].data();
-    int last_window = -1;
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < jobs; ++job) {
-      const int64_t bw = job / heads;
-      const int h = int(job % heads);
-      const int widx = int(bw % g.windows());
-      if (job + 1 < jobs) {
-        // the next job's q, k and v rows into the cache: 128-byte pieces 3C floats apart, a
-        // pattern the hardware prefetchers do not follow (qkv is far larger than the caches)
-        const float* next = qkv + (job + 1) / heads * N * ld + (job + 1) % heads * kHeadDim;
-        for (int n = 0; n < N; ++n)
-          for (int part = 0; part < 3; ++part)
-            for (int line = 0; line < kHeadDim; line += 16)
-              __builtin_prefetch(next + n * ld + part * C + line, 0, 3);
-      }
-      if (masked && widx != last_window) {
-        const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
-        for (int t = 0; t < N; ++t)
-          label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 +
-                     region(wx * w + t % w, g.wp, w, g.shift);
-        for (int t = N; t < NP; ++t) label[t] = -1;  // padding: its bias is -inf already
-        last_window = widx;
-      }
-      attend(qkv + bw * N * ld + h * kHeadDim, ld, C, N, NP, scale, bias + size_t(h) * N * NP,
-             masked ? label : nullptr, out + bw * N * C + h * kHeadDim, buf);
-    }
-  }
+  const float* bias = padded_bias(rel_bias, heads, N, NP, scratch);
+  for_each_window_head(qkv, batch, g, heads, kHeadDim, NP, bias, out, scratch, threads,
+                       [=](const float* q, const float* bias_h, const int* label, float* o,
+                           float* buf) { attend(q, ld, C, N, NP, scale, bias_h, label, o, buf); });
 }
 
 // Any head width: plain loops (no released model has one; kept for the op's full contract).
-void attention_plain(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
-                     const float* rel_bias, float* out, Scratch& scratch, int threads) {
-  const int N = g.tokens(), w = g.window, C = heads * hd;
-  const int64_t ld = 3 * int64_t(C);
-  const float scale = 1.f / std::sqrt(float(hd));
-  const int64_t jobs = batch * g.windows() * heads;
-#pragma omp parallel num_threads(threads)
-  {
-    float* s = scratch.f[size_t(omp_get_thread_num())].data();
-    int* label = scratch.i[size_t(omp_get_thread_num())].data();
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < jobs; ++job) {
-      const int64_t bw = job / heads;
-      const int h = int(job % heads);
-      const int widx = int(bw % g.windows());
-      const float* q = qkv + bw * N * ld + h * hd;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      if (g.shift > 0) {
-        const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
-        for (int t = 0; t < N; ++t)
-          label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 +
-                     region(wx * w + t % w, g.wp, w, g.shift);
-      }
-      for (int n = 0; n < N; ++n) {
-        const float* bn = rel_bias + (size_t(h) * N + n) * N;
-        float mx = -INFINITY;
-        for (int m = 0; m < N; ++m) {
-          float dot = 0.f;
-          for (int d = 0; d < hd; ++d) dot += q[n * ld + d] * k[m * ld + d];
-          s[m] = g.shift > 0 && label[m] != label[n] ? -INFINITY : dot * scale + bn[m];
-          mx = std::max(mx, s[m]);
-        }
-        float sum = 0.f;
-        for (int m = 0; m < N; ++m) {
-          s[m] = s[m] == -INFINITY ? 0.f : cpu::fast_exp(s[m] - mx);
-          sum += s[m];
-        }
-        float* o = out + (bw * N + n) * C + h * hd;
-        for (int d = 0; d < hd; ++d) {
-          float acc = 0.f;
-          for (int m = 0; m < N; ++m) acc += s[m] * v[m * ld + d];
-          o[d] = acc / sum;
-        }
-      }
+// One (window, head) as attend() above, s: N floats.
+void attend_plain(const float* q, int64_t ld, int C, int N, int hd, float scale, const float* bias,
+                  const int* label, float* out, float* s) {
+  const float* k = q + C;
+  const float* v = q + 2 * C;
+  for (int n = 0; n < N; ++n) {
+    const float* bn = bias + size_t(n) * N;
+    float mx = -INFINITY;
+    for (int m = 0; m < N; ++m) {
+      float dot = 0.f;
+      for (int d = 0; d < hd; ++d) dot += q[n * ld + d] * k[m * ld + d];
+      s[m] = label && label[m] != label[n] ? -INFINITY : dot * scale + bn[m];
+      mx = std::max(mx, s[m]);
+    }
+    float sum = 0.f;
+    for (int m = 0; m < N; ++m) {
+      s[m] = s[m] == -INFINITY ? 0.f : cpu::fast_exp(s[m] - mx);
+      sum += s[m];
+    }
+    float* o = out + int64_t(n) * C;
+    for (int d = 0; d < hd; ++d) {
+      float acc = 0.f;
+      for (int m = 0; m < N; ++m) acc += s[m] * v[m * ld + d];
+      o[d] = acc / sum;
     }
   }
 }
@@ -358,11 +283,17 @@ void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, 
   const int threads = omp_get_max_threads();
   if (hd == kHeadDim) {
     scratch.reserve(threads, size_t(kHeadDim) * NP + size_t(N) * NP + size_t(N), size_t(NP));
-    if (NP != N) scratch.reserve_shared(size_t(heads) * N * NP);
     attention_tiled(qkv, batch, g, heads, rel_bias, out, scratch, threads);
   } else {
     scratch.reserve(threads, size_t(N), size_t(N));
-    attention_plain(qkv, batch, g, heads, hd, rel_bias, out, scratch, threads);
+    const int C = heads * hd;
+    const int64_t ld = 3 * int64_t(C);
+    const float scale = 1.f / std::sqrt(float(hd));
+    for_each_window_head(
+        qkv, batch, g, heads, hd, N, rel_bias, out, scratch, threads,
+        [=](const float* q, const float* bias_h, const int* label, float* o, float* s) {
+          attend_plain(q, ld, C, N, hd, scale, bias_h, label, o, s);
+        });
   }
 }
 

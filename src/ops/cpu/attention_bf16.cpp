@@ -25,6 +25,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include "ops/cpu/exp16.h"
+#include "ops/cpu/window_jobs.h"
 
 namespace biref::cpu::BIREF_ISA {
 
@@ -33,10 +34,6 @@ namespace {
 constexpr int kHd = 32;          // channels per head (every Swin v1 model)
 constexpr int kPairs = kHd / 2;  // bfloat16 pairs per q or k row: one 16-lane vector
 constexpr int kScoreRows = 6, kScoreVecs = 4, kPvRows = 12;
-
-inline int region(int p, int n, int window, int shift) {
-  return p < n - window ? 0 : (p < n - shift ? 1 : 2);
-}
 
 // 32 floats (a, a + 16) to 32 bfloat16 in order: 16 pairs in one vector.
 inline __m512i to_pairs(const float* a, __m512 scale) {
@@ -256,57 +253,18 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
 bool window_attention_bf16(const float* qkv, int64_t batch, const WindowGeometry& g, int heads,
                            int hd, const float* rel_bias, float* out, Scratch& scratch) {
   if (hd != kHd) return false;
-  const int N = g.tokens(), w = g.window, C = heads * kHd;
+  const int N = g.tokens(), C = heads * kHd;
   const Layout L(N);
-  const int NP = L.NP;
   const int64_t ld = 3 * int64_t(C);
   const float scale = 1.f / std::sqrt(float(kHd));
-  const bool masked = g.shift > 0;
   const int threads = omp_get_max_threads();
-  scratch.reserve(threads, L.total(), size_t(NP));
-  // the bias rows NP wide, -inf past N (the padding keys get zero weight)
-  // (a copy only when N is not a multiple of 16: window 7)
-  const float* bias = rel_bias;
-  if (NP != N) {
-    scratch.reserve_shared(size_t(heads) * N * NP);
-    float* padded = scratch.shared.data();
-    for (int64_t row = 0; row < int64_t(heads) * N; ++row) {
-      std::memcpy(padded + row * NP, rel_bias + row * N, sizeof(float) * size_t(N));
-      std::fill(padded + row * NP + N, padded + (row + 1) * NP, -INFINITY);
-    }
-    bias = padded;
-  }
-  const int64_t jobs = batch * g.windows() * heads;
-#pragma omp parallel num_threads(threads)
-  {
-    float* buf = scratch.f[size_t(omp_get_thread_num())].data();
-    int* label = scratch.i[size_t(omp_get_thread_num())].data();
-    int last_window = -1;
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < jobs; ++job) {
-      const int64_t bw = job / heads;
-      const int h = int(job % heads);
-      const int widx = int(bw % g.windows());
-      if (masked && widx != last_window) {
-        const int wy = g.row0 + widx / g.nww(), wx = widx % g.nww();
-        for (int t = 0; t < N; ++t)
-          label[t] = region(wy * w + t / w, g.hp, w, g.shift) * 3 +
-                     region(wx * w + t % w, g.wp, w, g.shift);
-        for (int t = N; t < NP; ++t) label[t] = -1;
-        last_window = widx;
-      }
-      if (job + 1 < jobs) {
-        // the next job's q, k and v rows (see attention.cpp)
-        const float* next = qkv + (job + 1) / heads * N * ld + (job + 1) % heads * kHd;
-        for (int n = 0; n < N; ++n)
-          for (int part = 0; part < 3; ++part)
-            for (int line = 0; line < kHd; line += 16)
-              __builtin_prefetch(next + n * ld + part * C + line, 0, 3);
-      }
-      attend(qkv + bw * N * ld + h * kHd, ld, C, L, scale, bias + size_t(h) * N * NP,
-             masked ? label : nullptr, out + bw * N * C + h * kHd, C, buf);
-    }
-  }
+  scratch.reserve(threads, L.total(), size_t(L.NP));
+  const float* bias = padded_bias(rel_bias, heads, N, L.NP, scratch);
+  for_each_window_head(
+      qkv, batch, g, heads, kHd, L.NP, bias, out, scratch, threads,
+      [=, &L](const float* q, const float* bias_h, const int* label, float* o, float* buf) {
+        attend(q, ld, C, L, scale, bias_h, label, o, C, buf);
+      });
   return true;
 }
 
