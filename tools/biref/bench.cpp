@@ -117,6 +117,17 @@ biref::HostTensor random_input(int batch, int W, int H) {
   return x;
 }
 
+// --size into W, H, and the options every timed mode checks before it loads a model: batch,
+// runs, threads, and the input's size computed without wrapping (B x 3 x H x W floats).
+void check_run_options(const BenchOptions& o, int& W, int& H) {
+  biref::cli::parse_size(o.size, "--size", W, H);
+  biref::cli::check_model_size(W, H, "--size");
+  BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
+  BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
+  biref::check_threads(o.threads, "--threads");
+  biref::checked_numel({o.batch, 3, H, W});
+}
+
 int run_scenario(const BenchOptions& o);
 int run_compare(const BenchOptions& o);
 
@@ -146,14 +157,9 @@ int run_bench(const BenchOptions& o) {
   if (o.compare_precision) return run_compare(o);
   if ((o.busy > 0 || o.procs > 1) && !o.copy) return run_scenario(o);
   int W = 0, H = 0;
-  biref::cli::parse_size(o.size, "--size", W, H);
-  biref::cli::check_model_size(W, H, "--size");
+  check_run_options(o, W, H);
   const std::vector<Size> mixed = o.sizes.empty() ? std::vector<Size>{} : parse_sizes(o.sizes);
-  BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
-  BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
-  biref::check_threads(o.threads, "--threads");
-  // The inputs alone: B x 3 x H x W floats, computed without wrapping, before the model is loaded.
-  biref::checked_numel({o.batch, 3, H, W});
+  // the mixed sizes' inputs too, before the model is loaded
   for (const Size& s : mixed) biref::checked_numel({o.batch, 3, s.h, s.w});
   biref::LoadOptions lo;
   lo.threads = o.threads;
@@ -433,12 +439,7 @@ int run_compare(const BenchOptions& o) {
               "--compare-precision does not go with --sizes, --profile, --reference, --busy or "
               "--procs");
   int W = 0, H = 0;
-  biref::cli::parse_size(o.size, "--size", W, H);
-  biref::cli::check_model_size(W, H, "--size");
-  BIREF_CHECK(o.batch >= 1, "--batch ", o.batch, " must be at least 1");
-  BIREF_CHECK(o.runs >= 1 && o.warmup >= 0, "--runs must be at least 1 and --warmup at least 0");
-  biref::check_threads(o.threads, "--threads");
-  biref::checked_numel({o.batch, 3, H, W});
+  check_run_options(o, W, H);
   // before loading anything: the FP32 model would load first and BF16 then fail
   BIREF_CHECK(biref::cpu_isa() >= biref::CpuIsa::avx512_bf16,
               "--compare-precision needs BF16, which needs a CPU with AVX512_BF16; the kernels here "

@@ -1,13 +1,12 @@
 // Swin window attention on the CPU: one (window, head) per job. kᵀ is transposed in registers,
 // the scores are register tiles that read q straight from the qkv rows, then scale, bias, shift
-// mask and softmax run in one vectorised pass per row, and P·V reads v from the qkv rows and
-// divides by the softmax sum as it stores. No mask tensor, no copies of q or v.
+// mask and softmax run on whole vectors in two passes over the rows, and P·V reads v from the qkv
+// rows and divides by the softmax sum as it stores. No mask tensor, no copies of q or v.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <utility>
 
 #include "ops/cpu/isa_begin.h"
 #include "ops/cpu/kernels.h"
@@ -35,28 +34,6 @@ constexpr int kScoreRows = 1, kScoreVecs = 4, kPvRows = 1;
 #endif
 constexpr int kHeadDim = 32;  // every Swin v1 variant: the register-tiled path
 static_assert(kHeadDim % kLanes == 0);
-
-// One step of a kLanes×kLanes transpose held in kLanes vectors: swaps bit T of the row index
-// with bit T of the column index, for the row pair (a, b) that differ in that bit. After every
-// bit, row i holds column i.
-template <int T, size_t... I>
-[[gnu::always_inline]] inline void swap_index_bit(vec& a, vec& b, std::index_sequence<I...>) {
-  constexpr int s = 1 << T;
-  const vec lo = __builtin_shufflevector(a, b, (((I >> T) & 1) ? int(kLanes + I - s) : int(I))...);
-  const vec hi = __builtin_shufflevector(a, b, (((I >> T) & 1) ? int(kLanes + I) : int(I + s))...);
-  a = lo;
-  b = hi;
-}
-
-template <int T = 0>
-[[gnu::always_inline]] inline void transpose(vec (&r)[kLanes]) {
-  if constexpr ((1 << T) < kLanes) {
-    for (int i = 0; i < kLanes; ++i)
-      if (!(i & (1 << T)))
-        swap_index_bit<T>(r[i], r[i | (1 << T)], std::make_index_sequence<kLanes>{});
-    transpose<T + 1>(r);
-  }
-}
 
 // Every lane of the result holds the max (or sum) of v's lanes.
 template <bool Max, int S = kLanes / 2, size_t... I>
@@ -240,6 +217,7 @@ void attention_tiled(const float* qkv, int64_t batch, const WindowGeometry& g, i
   const int NP = (N + kLanes - 1) / kLanes * kLanes;
   const int64_t ld = 3 * int64_t(C);
   const float scale = 1.f / std::sqrt(float(kHeadDim));
+  scratch.reserve(threads, size_t(kHeadDim) * NP + size_t(N) * NP + size_t(N), size_t(NP));
   const float* bias = padded_bias(rel_bias, heads, N, NP, scratch);
   for_each_window_head(qkv, batch, g, heads, kHeadDim, NP, bias, out, scratch, threads,
                        [=](const float* q, const float* bias_h, const int* label, float* o,
@@ -279,10 +257,9 @@ void attend_plain(const float* q, int64_t ld, int C, int N, int hd, float scale,
 
 void window_attention(const float* qkv, int64_t batch, const WindowGeometry& g, int heads, int hd,
                       const float* rel_bias, float* out, Scratch& scratch) {
-  const int N = g.tokens(), NP = (N + kLanes - 1) / kLanes * kLanes;
+  const int N = g.tokens();
   const int threads = omp_get_max_threads();
   if (hd == kHeadDim) {
-    scratch.reserve(threads, size_t(kHeadDim) * NP + size_t(N) * NP + size_t(N), size_t(NP));
     attention_tiled(qkv, batch, g, heads, rel_bias, out, scratch, threads);
   } else {
     scratch.reserve(threads, size_t(N), size_t(N));

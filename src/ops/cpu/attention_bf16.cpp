@@ -25,6 +25,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include "ops/cpu/exp16.h"
+#include "ops/cpu/vec_level.h"
 #include "ops/cpu/window_jobs.h"
 
 namespace biref::cpu::BIREF_ISA {
@@ -34,35 +35,12 @@ namespace {
 constexpr int kHd = 32;          // channels per head (every Swin v1 model)
 constexpr int kPairs = kHd / 2;  // bfloat16 pairs per q or k row: one 16-lane vector
 constexpr int kScoreRows = 6, kScoreVecs = 4, kPvRows = 12;
+static_assert(kLanes == kPairs);  // one transpose per 16 keys
 
 // 32 floats (a, a + 16) to 32 bfloat16 in order: 16 pairs in one vector.
 inline __m512i to_pairs(const float* a, __m512 scale) {
   return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(a + 16), scale),
                                       _mm512_mul_ps(_mm512_loadu_ps(a), scale));
-}
-
-// 16×16 transpose of 32-bit lanes in 16 registers (four rounds of two-register shuffles; after
-// round T, bit T of the row and column indices are swapped).
-inline void transpose16(__m512i (&r)[16]) {
-  const __m512i lo1 = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
-                hi1 = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31),
-                lo2 = _mm512_setr_epi32(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
-                hi2 = _mm512_setr_epi32(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31),
-                lo4 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
-                hi4 = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31),
-                lo8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
-                hi8 =
-                    _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  const __m512i lo[4] = {lo1, lo2, lo4, lo8}, hi[4] = {hi1, hi2, hi4, hi8};
-  for (int t = 0; t < 4; ++t) {
-    const int s = 1 << t;
-    for (int i = 0; i < 16; ++i) {
-      if (i & s) continue;
-      const __m512i a = r[i], b = r[i | s];
-      r[i] = _mm512_permutex2var_epi32(a, lo[t], b);
-      r[i | s] = _mm512_permutex2var_epi32(a, hi[t], b);
-    }
-  }
 }
 
 // s[R][16·C] (row stride lds) = Σ_p qb[r][p] · kp[p][16·C] (kp's rows ldk apart).
@@ -172,11 +150,11 @@ void attend(const float* q, int64_t ld, int C, const Layout& L, float scale, con
   for (int n = 0; n < N; ++n) _mm512_storeu_si512(qb + n * kPairs, to_pairs(q + n * ld, qscale));
   const float* k = q + C;
   for (int m0 = 0; m0 < NP; m0 += 16) {
-    __m512i r[16];
-    for (int i = 0; i < 16; ++i)
-      r[i] = m0 + i < N ? to_pairs(k + (m0 + i) * ld, one) : _mm512_setzero_si512();
-    transpose16(r);
-    for (int p = 0; p < kPairs; ++p) _mm512_storeu_si512(kp + size_t(p) * NP + m0, r[p]);
+    vec r[kLanes];  // 16 keys' pairs of channels, as 32-bit lanes
+    for (int i = 0; i < kLanes; ++i)
+      r[i] = m0 + i < N ? vec(to_pairs(k + (m0 + i) * ld, one)) : vec{};
+    transpose(r);
+    for (int p = 0; p < kPairs; ++p) _mm512_storeu_si512(kp + size_t(p) * NP + m0, __m512i(r[p]));
   }
   const float* v = q + 2 * C;
   const __m512i interleave =
