@@ -1,5 +1,6 @@
 #include "core/huge_pages.h"
 
+#include <omp.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -30,6 +31,25 @@ size_t round_up(size_t n, size_t to) {
 }
 
 }  // namespace
+
+void populate(void* begin, size_t bytes) {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
+#endif
+  if (bytes == 0) return;
+  char* const first = reinterpret_cast<char*>(uintptr_t(begin) / 4096 * 4096);
+  char* const end = static_cast<char*>(begin) + bytes;
+  char* const aligned = reinterpret_cast<char*>(uintptr_t(first) / kHuge * kHuge);
+  const int64_t pieces = int64_t((end - aligned + kHuge - 1) / kHuge);
+  const int threads =
+      omp_in_parallel() ? 1 : int(std::min<int64_t>(omp_get_max_threads(), pieces));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t i = 0; i < pieces; ++i) {
+    char* const a = std::max(first, aligned + i * int64_t(kHuge));
+    char* const b = std::min(end, aligned + (i + 1) * int64_t(kHuge));
+    madvise(a, size_t(b - a), MADV_POPULATE_WRITE);
+  }
+}
 
 HugeChunks::~HugeChunks() {
   for (auto& [p, n] : maps_) munmap(p, n);

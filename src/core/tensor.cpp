@@ -11,6 +11,7 @@
 #include <new>
 
 #include "core/check.h"
+#include "core/huge_pages.h"
 
 namespace biref {
 
@@ -89,7 +90,7 @@ struct Arena::Record {
   char* map = nullptr;
   size_t map_len = 0;
   char* base = nullptr;
-  size_t reserved = 0, extent = 0, touched = 0, live = 0;
+  size_t reserved = 0, extent = 0, touched = 0, populated = 0, live = 0;
   bool reserve_failed = false;
   std::map<size_t, size_t> holes;  // offset -> bytes, free pieces below `extent`
 
@@ -132,6 +133,14 @@ struct Arena::Record {
       extent = at + bytes;
     }
     touched = std::max(touched, at + bytes);
+    // New pages are faulted in here, 2 MiB apiece on all threads, rather than by the first
+    // kernel that writes them: its threads write neighbouring parts of one huge page and wait
+    // on each other's fault.
+    if (touched > populated) {
+      const size_t to = std::min(reserved, (touched + kHuge - 1) / kHuge * kHuge);
+      populate(base + populated, to - populated);
+      populated = to;
+    }
     ++live;
     return at;
   }
