@@ -175,22 +175,7 @@ TEST(ArenaPlans, AbortedPassKeepsTheOtherPlans) {
   EXPECT_EQ(a.heap_allocations(), 0u);
 }
 
-// Sets an environment variable for one scope, restoring the old value after.
-struct ScopedEnv {
-  std::string name;
-  std::optional<std::string> old;
-  ScopedEnv(const char* n, const char* v) : name(n) {
-    if (const char* o = std::getenv(n)) old = o;
-    setenv(n, v, 1);
-  }
-  ~ScopedEnv() {
-    if (old) {
-      setenv(name.c_str(), old->c_str(), 1);
-    } else {
-      unsetenv(name.c_str());
-    }
-  }
-};
+using test::ScopedEnv;
 
 TEST(ArenaPlans, PlanCountFromTheEnvironment) {
   {
