@@ -59,6 +59,12 @@ struct LoadOptions {
   // The instruction set of biref's own CPU kernels (biref/isa.h): cpu_isa() when unset, else
   // this level (at most cpu_isa_supported()). oneDNN's level is the process's (BIREF_ISA).
   std::optional<CpuIsa> isa;
+  // Keep the CPU backend's packed FP32 weights in a cache file (under biref's cache folder:
+  // $BIREF_CACHE, else $XDG_CACHE_HOME/biref, else ~/.cache/biref; in packed/) and load them
+  // from there the next time this checkpoint file is loaded by the same build of biref: the
+  // load then maps the file instead of packing 170 MB (swin_v1_t) into fresh memory.
+  // BIREF_WEIGHT_CACHE=0 in the environment turns it off as well.
+  bool weight_cache = true;
 };
 
 struct StageTiming {
@@ -80,6 +86,9 @@ struct ModelInfo {
   // the configuration, check every tensor), "build" (the module tree, BatchNorm folded), "pack"
   // (the backend's own copies of the weights).
   std::vector<StageTiming> load_stages;
+  // What became of the packed-weight cache (LoadOptions::weight_cache): "read from PATH (...)",
+  // "written to PATH (...)", "not written (...)", or "off (why)".
+  std::string weight_cache;
 };
 
 class Model {

@@ -1,16 +1,23 @@
 // The public Model: load a checkpoint, pick the backend, run forward passes.
 #include <malloc.h>
+#include <sys/stat.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <cstring>
 
 #include "biref/biref.h"
 #include "core/check.h"
 #include "core/threads.h"
+#include "core/blob_file.h"
 #include "model/forward.h"
 #include "weights/checkpoint.h"
+#include "weights/zoo.h"
 
 namespace biref {
 
@@ -134,6 +141,58 @@ Precision parse_precision(const std::string& name) {
   fail("precision '", name, "' is not fp32 or bf16");
 }
 
+namespace {
+
+// Where the packed weights of `ck` are cached, and the key that says they are its weights
+// (the file's identity: path, device, inode, size, modification time) packed by this code (its
+// build ID). The file name is per checkpoint path, so a changed checkpoint replaces its entry.
+Backend::PackCache pack_cache_for(const LoadOptions& options, const Checkpoint& ck,
+                                  const std::string& config, std::string& off) {
+  if (!options.weight_cache) {
+    off = "off (LoadOptions::weight_cache is false)";
+    return {};
+  }
+  if (const char* e = std::getenv("BIREF_WEIGHT_CACHE"); e && std::string(e) == "0") {
+    off = "off (BIREF_WEIGHT_CACHE=0)";
+    return {};
+  }
+  if (ck.format == "synthetic") {
+    off = "off (synthetic weights)";
+    return {};
+  }
+  struct stat st {};
+  char* real = ::realpath(ck.path.c_str(), nullptr);
+  const std::string path = real ? real : ck.path;
+  std::free(real);
+  if (::stat(path.c_str(), &st) != 0) {
+    off = str_cat("off (cannot stat '", path, "')");
+    return {};
+  }
+  std::string dir;
+  try {
+    dir = cache_dir();
+  } catch (const Error& e) {
+    off = str_cat("off (", e.what(), ")");
+    return {};
+  }
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the path
+  for (unsigned char c : path) h = (h ^ c) * 0x100000001b3ull;
+  std::string name = std::filesystem::path(path).stem().string();
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  char tag[24];
+  std::snprintf(tag, sizeof tag, "-%016llx", static_cast<unsigned long long>(h));
+  Backend::PackCache c;
+  c.stem = str_cat(dir, "/packed/", name.substr(0, 80), tag);
+  c.key = str_cat("biref ", BIREF_VERSION, " build ", code_build_id(), "; checkpoint ", path,
+                  " device ", uint64_t(st.st_dev), " inode ", uint64_t(st.st_ino), " size ",
+                  int64_t(st.st_size), " modified ", int64_t(st.st_mtim.tv_sec), ".",
+                  int64_t(st.st_mtim.tv_nsec), "; ", config);
+  return c;
+}
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions& options) {
   check_threads(options.threads, "threads");
   BIREF_CHECK(options.band_tokens > 0, "band_tokens must be positive");
@@ -165,10 +224,13 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
         {stage, std::chrono::duration<double, std::milli>(t - t0).count()});
     t0 = t;
   };
+  Backend::PackCache pack_cache;
+  std::string cache_off;
   {
     Checkpoint ck = load_checkpoint(source);
     const ModelConfig cfg = detect_config(ck);
     validate_checkpoint(ck, cfg);
+    if (be.owns_weights()) pack_cache = pack_cache_for(options, ck, describe(cfg), cache_off);
     lap("read");
     // A backend that packs its own copies reads the weights straight from the file mapping.
     *net = build_birefnet(ck, cfg, /*map_weights=*/be.owns_weights());
@@ -198,6 +260,7 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
       if (!mapped.empty()) release_mapped_pages(mapped.data, mapped.size * sizeof(float));
       mapped = {};
     };
+    be.begin_prepare(pack_cache);
     for_each_layer(*net, {[&](Linear& l) {
                             be.prepare(l);
                             release(l.weight, l.mapped_weight);
@@ -211,7 +274,8 @@ std::unique_ptr<Model> Model::load(const std::string& source, const LoadOptions&
                             release(d.offset_mask.weight, d.offset_mask.mapped_weight);
                             release(d.regular.weight, d.regular.mapped_weight);
                           }});
-    be.end_prepare();
+    const std::string cache = be.end_prepare();
+    impl->info.weight_cache = cache.empty() ? cache_off : cache;
     lap("pack");
   }
   impl->shared_net = std::move(net);

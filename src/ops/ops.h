@@ -49,8 +49,17 @@ class Backend {
   virtual void prepare(const Conv2d&) {}
   virtual void prepare(const DeformConv&) {}
   virtual bool owns_weights() const { return false; }
-  // Called once after the last prepare(): buffers used only while packing can go.
-  virtual void end_prepare() {}
+  // Called once before the first prepare(): a backend that packs may keep its packed copies in
+  // a file for the next load of the same weights (a path beginning `stem`, for `key`: the
+  // checkpoint and the code that loads it) and read them from there instead of packing.
+  struct PackCache {
+    std::string stem;  // "" for none
+    std::string key;
+  };
+  virtual void begin_prepare(const PackCache&) {}
+  // Called once after the last prepare(): buffers used only while packing can go. Says what
+  // became of the cache ("" without one).
+  virtual std::string end_prepare() { return ""; }
   // Another backend on the same prepared weights (shared, read-only) with its own execution
   // state (primitives, stream, scratch), for another thread: a backend is used by one thread at
   // a time, its forks concurrently.

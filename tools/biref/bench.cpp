@@ -79,6 +79,7 @@ struct BenchOptions {
   int procs = 1;      // copies of the benchmark at once
   bool copy = false;  // this process is one of those copies: JSON, no sgemm
   bool compare_precision = false;  // FP32 and BF16, their runs alternated
+  bool no_weight_cache = false;    // pack at load, neither reading nor writing the cache
 };
 
 struct Size {
@@ -165,6 +166,7 @@ int run_bench(const BenchOptions& o) {
   lo.threads = o.threads;
   lo.device = o.reference ? biref::Device::Reference : biref::Device::Cpu;
   lo.precision = biref::parse_precision(o.precision);
+  lo.weight_cache = !o.no_weight_cache;
   const auto t_load = Clock::now();
   auto model = biref::Model::load(o.model, lo);
   const double load_ms = ms_since(t_load);
@@ -260,6 +262,7 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json ls = nlohmann::json::object();
   for (const auto& s : info.load_stages) ls[s.name] = s.ms;
   j["load_stages_ms"] = ls;
+  j["weight_cache"] = info.weight_cache;
   j["first_run_ms"] = first_ms;
   j["median_ms"] = med;
   j["ms_per_mpixel"] = med / mpixels;
@@ -316,6 +319,8 @@ int run_bench(const BenchOptions& o) {
   for (const auto& s : info.load_stages)
     load_parts += (load_parts.empty() ? "" : ", ") + s.name + " " + std::to_string(int(s.ms + 0.5));
   std::printf("  load            %8.0f ms   (%s)\n", load_ms, load_parts.c_str());
+  if (!info.weight_cache.empty())
+    std::printf("  weight cache    %s\n", info.weight_cache.c_str());
   std::printf("  first run       %8.0f ms\n", first_ms);
   std::printf("  latency median  %8.1f ms   (min %.1f, max %.1f over %d runs)\n", med,
               j["min_ms"].get<double>(), j["max_ms"].get<double>(), o.runs);
@@ -366,6 +371,7 @@ int run_scenario(const BenchOptions& o) {
                                 "--json",
                                 "--copy"};
   if (o.reference) args.push_back("--reference");
+  if (o.no_weight_cache) args.push_back("--no-weight-cache");
   auto parse = [](const std::string& out, const char* what) {
     try {
       return nlohmann::ordered_json::parse(out);
@@ -456,6 +462,7 @@ int run_compare(const BenchOptions& o) {
     biref::LoadOptions lo;
     lo.threads = o.threads;
     lo.precision = biref::parse_precision(sd.name);
+    lo.weight_cache = !o.no_weight_cache;
     sd.model = biref::Model::load(o.model, lo);
   }
   const auto info = side[1].model->info();
@@ -571,6 +578,9 @@ BIREF_COMMAND(
                    "load the model in FP32 and in BF16 and alternate their runs: each one's "
                    "median and BF16's speed-up per pair of runs")
           ->excludes(precision);
+      app.add_flag("--no-weight-cache", o->no_weight_cache,
+                   "pack the weights at load without the packed-weight cache (the cold load); "
+                   "BIREF_WEIGHT_CACHE=0 does it for every command");
       app.add_flag("--copy", o->copy)->group("");  // set on the copies --busy/--procs start
       return [o] { return run_bench(*o); };
     });

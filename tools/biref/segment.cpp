@@ -264,6 +264,10 @@ int run_segment(const SegmentOptions& o) {
     std::fprintf(stderr, "; %s on %s, loaded in %.0f ms\n", models_text.c_str(),
                  info.device.c_str(), load_s * 1e3);
   }
+  // The one-time cost of the packed-weight cache, or why it cannot be kept.
+  if (const std::string& cache = info.weight_cache;
+      !o.quiet && (cache.rfind("written to ", 0) == 0 || cache.rfind("not written", 0) == 0))
+    std::fprintf(stderr, "packed weights %s\n", cache.c_str());
   // What one image's outputs are called in the progress lines: the file, or for several kinds
   // "out/name.{mask,rgba}.png".
   auto outputs_text = [&](size_t i) {

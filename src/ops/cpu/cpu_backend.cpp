@@ -91,7 +91,7 @@ class CpuBackend final : public Backend {
       bf16_.insert_or_assign(l.id.value,
                              cpu::avx512_bf16::pack_bf16(l.weight_data(), l.out, l.in, l.bias));
     } else {
-      dnn_.prepare(l);
+      dnn_.prepare(l, [&l] { return l.weight_data(); });
     }
   }
   // The plain weights are read from the layer (or its file mapping) through one staging buffer
@@ -101,7 +101,7 @@ class CpuBackend final : public Backend {
     if (cpu::is_input_conv(c)) input_conv_weights(c);  // a possible first half of conv_pair
     if (is_pointwise(c)) {
       Linear& l = conv_linears_.emplace(c.id.value, linear_shape(c)).first->second;
-      pack_from(l, c.folded_weight(stage_));
+      pack_from(l, [&] { return c.folded_weight(stage_); });
     } else if (cpu::is_single_output(c)) {
       tap_major(c);
     } else if (precision_ == Precision::bf16) {
@@ -111,19 +111,56 @@ class CpuBackend final : public Backend {
       conv_bf16_.insert_or_assign(c.id.value,
                                   cpu::avx512_bf16::pack_bf16(permuted, c.out, in, c.bias));
     } else {
-      dnn_.prepare(c, c.folded_weight(stage_));
+      dnn_.prepare(c, [&] { return c.folded_weight(stage_); });
     }
   }
   void prepare(const DeformConv& d) override {
     prepare(d.offset_mask);
     Linear& l = deform_gemms_.emplace(d.id.value, deform_gemm_shape(d)).first->second;
-    float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
-    k_.deform_gemm_weights(d, d.regular.folded_weight(stage_), permuted);
-    pack_from(l, permuted);
+    pack_from(l, [&] {
+      float* permuted = gemm_stage_.get(size_t(l.in) * l.out);
+      k_.deform_gemm_weights(d, d.regular.folded_weight(stage_), permuted);
+      return permuted;
+    });
   }
-  void end_prepare() override {
+  // FP32 only: the cache holds oneDNN's packed copies, and at BF16 the linears and
+  // convolutions are biref's own bfloat16 copies, made at every load.
+  void begin_prepare(const PackCache& cache) override {
+    cache_path_.clear();
+    cache_off_.clear();
+    std::unique_ptr<BlobFile> file;
+    if (!cache.stem.empty() && precision_ == Precision::bf16) {
+      cache_off_ = "off (bf16: the bfloat16 copies are made at every load)";
+    } else if (!cache.stem.empty()) {
+      const dnnl_version_t* v = dnnl_version();
+      cache_key_ = str_cat(cache.key, "; backend cpu fp32, kernels ", cpu_isa_name(k_.isa),
+                           ", oneDNN ", v->major, ".", v->minor, ".", v->patch, " ", v->hash,
+                           " isa ", int(dnnl::get_effective_cpu_isa()));
+      cache_path_ = str_cat(cache.stem, ".", cpu_isa_name(k_.isa), ".fp32.pack");
+      file = BlobFile::open(cache_path_, cache_key_, cache_why_);
+    }
+    w_->dnn->begin_load(std::move(file));
+  }
+  std::string end_prepare() override {
     stage_.release();
     gemm_stage_.release();
+    cpu::PackedWeights::LoadReport r;
+    const std::vector<Blob> blobs = w_->dnn->end_load(r);
+    if (cache_path_.empty()) return cache_off_;
+    size_t bytes = 0;
+    for (const Blob& b : blobs) bytes += b.bytes;
+    const std::string size = str_cat(blobs.size(), " packed weights, ", (bytes + (1 << 19)) >> 20,
+                                     " MiB");
+    if (r.packed == 0 && r.from_cache > 0)
+      return str_cat("read from ", cache_path_, " (", size,
+                     r.copied ? ", copied: the mapping has no huge pages)" : ", mapped)");
+    const std::string why = r.from_cache > 0 ? "out of step with this model" : cache_why_;
+    try {
+      write_blob_file(cache_path_, cache_key_, blobs);
+      return str_cat("written to ", cache_path_, " (", size, "; the cache was ", why, ")");
+    } catch (const Error& e) {
+      return str_cat("not written (", e.what(), "; the cache was ", why, ")");
+    }
   }
 
   // b(a(x)) for the image-side pair of the output head at full resolution, in bands of rows
@@ -358,11 +395,14 @@ class CpuBackend final : public Backend {
       std::memcpy(dst + t * ldd, src + t * Co, size_t(Co) * sizeof(float));
   }
 
-  // Packs `l` from `weights` [out, in] (valid for this call only).
-  void pack_from(Linear& l, const float* weights) {
-    l.mapped_weight = {weights, size_t(l.in) * l.out, nullptr};
-    prepare(l);
-    l.mapped_weight = {};
+  // Packs `l` from the [out, in] `weights` gives (valid for this call only), when needed.
+  void pack_from(Linear& l, const std::function<const float*()>& weights) {
+    if (precision_ == Precision::bf16) {
+      bf16_.insert_or_assign(l.id.value,
+                             cpu::avx512_bf16::pack_bf16(weights(), l.out, l.in, l.bias));
+    } else {
+      dnn_.prepare(l, weights);
+    }
   }
 
   // A 1×1 convolution's weight [out, in, 1, 1] is a linear's [out, in].
@@ -415,6 +455,8 @@ class CpuBackend final : public Backend {
   cpu::OneDnn dnn_;  // this executor's stream and primitives
   std::vector<float> cols_, tile_out_, cat_tile_;
   HugeBuffer stage_, gemm_stage_;  // plain weights while packing
+  // the packed-weight cache of this load
+  std::string cache_path_, cache_key_, cache_why_, cache_off_;
   cpu::Scratch scratch_;
   cpu::Bf16Scratch bf16_scratch_;
   std::vector<uint16_t> cols_bf16_, cat_bf16_, pooled_bf16_;

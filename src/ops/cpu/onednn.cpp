@@ -39,7 +39,8 @@ PackedWeights::PackedWeights() : engine_(dnnl::engine::kind::cpu, 0) {}
 
 const PackedWeights::Packed* PackedWeights::get(uint64_t layer, const std::string& name,
                                                 const memory::desc& want,
-                                                const memory::desc& user_desc, const float* user) {
+                                                const memory::desc& user_desc,
+                                                const std::function<const float*()>& user) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& list = packed_[layer];
   for (const auto& p : list) {
@@ -47,22 +48,92 @@ const PackedWeights::Packed* PackedWeights::get(uint64_t layer, const std::strin
   }
   auto p = std::make_unique<Packed>();
   p->desc = want;
-  p->mem = memory(want, engine_, memory_.allocate(want.get_size()));
+  const size_t bytes = want.get_size();
+  const bool first = list.empty();
+  std::string layout;
+  if (loading_ && first) layout = layout_text(want);
+  if (loading_ && first && cache_usable_) {
+    const std::vector<Blob>& blobs = cache_->blobs();
+    if (cache_next_ < blobs.size() && blobs[cache_next_].name == name &&
+        blobs[cache_next_].layout == layout && blobs[cache_next_].bytes == bytes) {
+      const Blob& b = blobs[cache_next_++];
+      if (cache_->huge_pages()) {
+        p->mem = memory(want, engine_, const_cast<void*>(b.data));
+      } else {
+        // 4 KiB pages would make every pass slower than huge pages (TLB misses): a copy.
+        p->mem = memory(want, engine_, memory_.allocate(bytes));
+        std::memcpy(p->mem.get_data_handle(), b.data, bytes);
+        report_.copied = true;
+      }
+      ++report_.from_cache;
+      loaded_.push_back({name, std::move(layout), p->mem.get_data_handle(), bytes});
+      list.push_back(std::move(p));
+      return list.back().get();
+    }
+    cache_usable_ = false;  // out of step with this model: pack the rest
+  }
+  p->mem = memory(want, engine_, memory_.allocate(bytes));
   // The first packing reads the layer's own weights; later layouts (another shape asked for
   // another blocking) are reordered from the first packed copy, so the plain weights may be
   // released after prepare().
   memory src;
-  if (!list.empty()) {
+  if (!first) {
     src = list.front()->mem;
   } else {
-    BIREF_CHECK(user != nullptr, "layer '", name, "' has no weights (released before packing)");
-    src = memory(user_desc, engine_, const_cast<float*>(user));
+    const float* plain = user ? user() : nullptr;
+    BIREF_CHECK(plain != nullptr, "layer '", name, "' has no weights (released before packing)");
+    src = memory(user_desc, engine_, const_cast<float*>(plain));
   }
   dnnl::stream stream(engine_);
   dnnl::reorder(src, p->mem).execute(stream, src, p->mem);
   stream.wait();
+  if (loading_ && first) {
+    ++report_.packed;
+    loaded_.push_back({name, std::move(layout), p->mem.get_data_handle(), bytes});
+  }
   list.push_back(std::move(p));
   return list.back().get();
+}
+
+void PackedWeights::begin_load(std::unique_ptr<BlobFile> cache) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loading_ = true;
+  cache_ = std::move(cache);
+  cache_usable_ = cache_ != nullptr;
+  cache_next_ = 0;
+  loaded_.clear();
+  report_ = {};
+}
+
+std::vector<Blob> PackedWeights::end_load(LoadReport& report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loading_ = false;
+  report = report_;
+  // Without a blob used in place, the mapping can go.
+  if (cache_ && (report_.copied || report_.from_cache == 0)) cache_.reset();
+  return std::move(loaded_);
+}
+
+std::string layout_text(const memory::desc& d) {
+  const dnnl_memory_desc_t& m = d.data;
+  std::string s = str_cat("dt ", int(m.data_type), " format ", int(m.format_kind), " dims");
+  auto list = [&](const char* what, const dnnl_dim_t* v, int n) {
+    s += what;
+    for (int i = 0; i < n; ++i) s += str_cat(i ? "x" : " ", v[i]);
+  };
+  list("", m.dims, m.ndims);
+  list(" padded", m.padded_dims, m.ndims);
+  list(" offsets", m.padded_offsets, m.ndims);
+  s += str_cat(" offset0 ", m.offset0);
+  if (m.format_kind == dnnl_blocked) {
+    const dnnl_blocking_desc_t& b = m.format_desc.blocking;
+    list(" strides", b.strides, m.ndims);
+    s += " inner";
+    for (int i = 0; i < b.inner_nblks; ++i) s += str_cat(" ", b.inner_blks[i], "@", b.inner_idxs[i]);
+  }
+  s += str_cat(" extra ", m.extra.flags, " ", m.extra.compensation_mask, " ", m.extra.scale_adjust,
+               " bytes ", d.get_size());
+  return s;
 }
 
 size_t PackedWeights::bytes() const {
@@ -91,11 +162,11 @@ dnnl::matmul::primitive_desc OneDnn::matmul_pd(const Linear& l, int64_t rows, in
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w_any, b, dst), attr, engine_);
 }
 
-const PackedWeights::Packed* OneDnn::pack(const Linear& l, const dnnl::matmul::primitive_desc& pd) {
+const PackedWeights::Packed* OneDnn::pack(const Linear& l, const dnnl::matmul::primitive_desc& pd,
+                                          const std::function<const float*()>& weights) {
   // PyTorch's [out, in] row-major is the matmul's [in, out] with strides (1, in): tag ba.
   return weights_->get(l.id.value, l.name, pd.weights_desc(),
-                       memory::desc({l.in, l.out}, dt::f32, tag::ba),
-                       l.has_weight() ? l.weight_data() : nullptr);
+                       memory::desc({l.in, l.out}, dt::f32, tag::ba), weights);
 }
 
 OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, int64_t ldy, Act act,
@@ -109,7 +180,7 @@ OneDnn::Prim& OneDnn::matmul_prim(const Linear& l, int64_t rows, int64_t ldx, in
   const dnnl::matmul::primitive_desc pd = matmul_pd(l, rows, ldx, ldy, act, accumulate);
   Prim p;
   if (!l.bias.empty()) p.bias = memory(pd.bias_desc(), engine_, const_cast<float*>(l.bias.data()));
-  p.weights = pack(l, pd);
+  p.weights = pack(l, pd, [&l]() { return l.has_weight() ? l.weight_data() : nullptr; });
   p.prim = dnnl::matmul(pd);
   p.src = pd.src_desc();
   p.dst = pd.dst_desc();
@@ -146,7 +217,7 @@ OneDnn::Prim& OneDnn::conv_prim(const Conv2d& c, int64_t B, int64_t H, int64_t W
   if (it != convs_.end()) return it->second;
   const dnnl::convolution_forward::primitive_desc pd = conv_pd(c, B, H, W);
   Prim p;
-  p.weights = pack(c, pd, c.weight.empty() ? nullptr : c.weight.data());
+  p.weights = pack(c, pd, [&c]() { return c.weight.empty() ? nullptr : c.weight.data(); });
   p.bias = memory(pd.bias_desc(), engine_, const_cast<float*>(c.bias.data()));
   p.prim = dnnl::convolution_forward(pd);
   p.src = pd.src_desc();
@@ -176,7 +247,7 @@ dnnl::convolution_forward::primitive_desc OneDnn::conv_pd(const Conv2d& c, int64
 
 const PackedWeights::Packed* OneDnn::pack(const Conv2d& c,
                                           const dnnl::convolution_forward::primitive_desc& pd,
-                                          const float* weights) {
+                                          const std::function<const float*()>& weights) {
   return weights_->get(c.id.value, c.name, pd.weights_desc(),
                        memory::desc({c.out, c.in, c.k, c.k}, dt::f32, tag::oihw), weights);
 }
@@ -196,10 +267,10 @@ void OneDnn::conv2d(const Conv2d& c, const Tensor& x, Tensor& y) {
 // hardly on the number of rows or the spatial size; another shape that wants another layout
 // reorders from this packed copy. Only the primitive descriptor is made here: the primitive (its
 // JIT code) is created for the shapes that actually run.
-void OneDnn::prepare(const Linear& l) {
-  pack(l, matmul_pd(l, 1024, l.in, l.out, Act::None, false));
+void OneDnn::prepare(const Linear& l, const std::function<const float*()>& weights) {
+  pack(l, matmul_pd(l, 1024, l.in, l.out, Act::None, false), weights);
 }
-void OneDnn::prepare(const Conv2d& c, const float* weights) {
+void OneDnn::prepare(const Conv2d& c, const std::function<const float*()>& weights) {
   pack(c, conv_pd(c, 1, 64, 64), weights);
 }
 
