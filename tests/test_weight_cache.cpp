@@ -23,7 +23,7 @@ namespace {
 // Tests (and the programs they start) load without the cache unless a test asks for it, so no
 // run writes into the user's cache folder.
 const bool kCacheOffByDefault = [] {
-  setenv("BIREF_WEIGHT_CACHE", "0", 0);
+  setenv("BIREF_WEIGHT_CACHE", "0", 1);
   return true;
 }();
 
@@ -140,6 +140,38 @@ TEST(BlobFile, RefusesAnotherKeyAndDamagedFiles) {
     EXPECT_EQ(why, "not a blob file, or cut short");
   }
   EXPECT_FALSE(BlobFile::open(dir.path.string(), "the key", why));  // a folder
+
+  // an index whose blob lies past the data, and a trailer that points past the file
+  auto raw = [&](const std::string& index, uint64_t index_offset, uint64_t index_bytes) {
+    const fs::path p = dir.path / "raw.pack";
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    const std::string data(size_t(2) << 20, '\0');
+    f.write(data.data(), std::streamsize(data.size()));
+    f.write(index.data(), std::streamsize(index.size()));
+    const uint64_t t[4] = {0, 1, index_offset, index_bytes};
+    f.write("BIREFBLB", 8);
+    f.write(reinterpret_cast<const char*>(t + 1), 24);
+    f.close();
+    return p.string();
+  };
+  const std::string outside = nlohmann::json{
+      {"key", "k"},
+      {"blobs", {{{"name", "w"}, {"layout", "l"}, {"offset", 2 << 20}, {"bytes", 64}}}},
+      {"checksum", "0"}}.dump();
+  EXPECT_FALSE(BlobFile::open(raw(outside, 2 << 20, outside.size()), "k", why));
+  EXPECT_EQ(why, "damaged (blob 'w' lies outside the data)");
+  EXPECT_FALSE(BlobFile::open(raw(outside, 2 << 20, outside.size() + 1), "k", why));
+  EXPECT_EQ(why, "damaged (its index is not where the trailer says)");
+  EXPECT_FALSE(BlobFile::open(raw(outside, uint64_t(-1) / 2 * 2, outside.size()), "k", why));
+  EXPECT_EQ(why, "damaged (its index is not where the trailer says)");
+  const std::string not_json = "{\"key\": ";
+  EXPECT_FALSE(BlobFile::open(raw(not_json, 2 << 20, not_json.size()), "k", why));
+  EXPECT_EQ(why, "damaged (its index is not JSON)");
+
+  // someone else may write it: refused
+  fs::permissions(path, fs::perms::group_write, fs::perm_options::add);
+  EXPECT_FALSE(BlobFile::open(path.string(), "the key", why));
+  EXPECT_EQ(why, "not this user's, or writable by others");
 }
 
 TEST(BlobFile, ChecksumSeesOrderAndEveryBit) {
@@ -228,6 +260,8 @@ TEST_F(WeightCache, SecondLoadReadsTheCacheAndComputesTheSame) {
   std::printf("second load: %s\n", r.c_str());
   EXPECT_EQ(r.rfind("read from " + cache_file().string() + " (131 packed weights, 170 MiB", 0), 0u)
       << r;
+  const bool mapped = r.find(", mapped)") != std::string::npos;
+  std::printf("the cache was used %s\n", mapped ? "in place (huge pages)" : "as a copy");
   EXPECT_EQ(second->forward(x_).data, want);  // bit for bit
   EXPECT_EQ(second->weight_bytes(), packed->weight_bytes());
   // a model from the cache serves forks (other threads) and other sizes like any other
@@ -259,9 +293,10 @@ TEST_F(WeightCache, DamagedOrStaleCachesArePackedAgain) {
       << m->info().weight_cache;
   EXPECT_EQ(m->forward(x_).data, want);
 
-  // the checkpoint changed (a new modification time): its old packing is not used
+  // the checkpoint touched (a modification time 1 ns later, so a new change time too): its old
+  // packing is not used
   const auto t = fs::last_write_time(checkpoint());
-  fs::last_write_time(checkpoint(), t + std::chrono::seconds(1));
+  fs::last_write_time(checkpoint(), t + std::chrono::nanoseconds(1));
   m = load();
   EXPECT_NE(m->info().weight_cache.find("the cache was written for other weights or by other code"),
             std::string::npos)
@@ -271,6 +306,69 @@ TEST_F(WeightCache, DamagedOrStaleCachesArePackedAgain) {
   int files = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir_.path)) files += e.is_regular_file();
   EXPECT_EQ(files, 1);  // one entry per checkpoint path, replaced
+}
+
+// The cache's key, read back from its index (as a test that rewrites the file needs it).
+std::string key_of(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  f.seekg(-24, std::ios::end);
+  uint64_t t[3];
+  f.read(reinterpret_cast<char*>(t), 24);
+  std::string index(size_t(t[2]), '\0');
+  f.seekg(std::streamoff(t[1]));
+  f.read(index.data(), std::streamsize(index.size()));
+  return nlohmann::json::parse(index).at("key").get<std::string>();
+}
+
+TEST_F(WeightCache, ACacheOutOfStepFromSomeBlobOnIsPackedFromThere) {
+  const std::vector<float> want = load(false)->forward(x_).data;
+  ASSERT_EQ(load()->info().weight_cache.rfind("written to ", 0), 0u);
+  const fs::path file = cache_file();
+  const std::string key = key_of(file);
+  {
+    std::string why;
+    auto f = BlobFile::open(file.string(), key, why);
+    ASSERT_TRUE(f) << why;
+    std::vector<Blob> blobs = f->blobs();
+    ASSERT_GT(blobs.size(), 60u);
+    blobs[50].layout += " (another)";  // from the 51st on, the model packs
+    write_blob_file(file.string(), key, blobs);
+  }
+  auto m = load();
+  EXPECT_NE(m->info().weight_cache.find("the cache was out of step with this model"),
+            std::string::npos)
+      << m->info().weight_cache;
+  EXPECT_EQ(m->forward(x_).data, want);
+  auto again = load();
+  EXPECT_EQ(again->info().weight_cache.rfind("read from ", 0), 0u) << again->info().weight_cache;
+  EXPECT_EQ(again->forward(x_).data, want);
+}
+
+// A page cache without huge pages (tmpfs, which /dev/shm is by default): the packed weights are
+// copied out of the mapping, not read in place.
+TEST_F(WeightCache, WithoutHugePagesTheCacheIsCopied) {
+  std::error_code ec;
+  const fs::path shm = fs::path("/dev/shm") / str_cat("biref-cache-", getpid());
+  if (!fs::create_directories(shm, ec) || ec) GTEST_SKIP() << "no /dev/shm here";
+  struct Remove {
+    fs::path p;
+    ~Remove() {
+      std::error_code e;
+      fs::remove_all(p, e);
+    }
+  } remove{shm};
+  test::ScopedEnv env("BIREF_CACHE", shm.string());
+  const std::vector<float> want = load(false)->forward(x_).data;
+  ASSERT_EQ(load()->info().weight_cache.rfind("written to ", 0), 0u);
+  auto m = load();
+  const std::string& s = m->info().weight_cache;
+  std::printf("%s\n", s.c_str());
+  EXPECT_EQ(s.rfind("read from ", 0), 0u) << s;
+  std::ifstream shmem("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  std::string mode((std::istreambuf_iterator<char>(shmem)), {});
+  if (mode.find("[never]") != std::string::npos || mode.find("[deny]") != std::string::npos)
+    EXPECT_NE(s.find(", copied: the mapping has no huge pages)"), std::string::npos) << s;
+  EXPECT_EQ(m->forward(x_).data, want);
 }
 
 TEST_F(WeightCache, AnUnwritableFolderOrTheEnvironmentTurnsItOff) {
@@ -285,9 +383,9 @@ TEST_F(WeightCache, AnUnwritableFolderOrTheEnvironmentTurnsItOff) {
         << m->info().weight_cache;
     EXPECT_EQ(m->forward(x_).data, want);
   }
-  {
-    test::ScopedEnv env("BIREF_WEIGHT_CACHE", "0");
-    EXPECT_EQ(load()->info().weight_cache, "off (BIREF_WEIGHT_CACHE=0)");
+  for (const char* v : {"0", "off", "no", "false"}) {
+    test::ScopedEnv env("BIREF_WEIGHT_CACHE", v);
+    EXPECT_EQ(load()->info().weight_cache, str_cat("off (BIREF_WEIGHT_CACHE=", v, ")"));
   }
   EXPECT_TRUE(cache_file().empty());
   // synthetic weights have no file to key a cache on
@@ -314,8 +412,10 @@ TEST_F(WeightCache, LoadsAtOnceEachGetACompleteCache) {
         got[size_t(i)] = m->forward(x_).data;
       });
   }
+  // each wrote a cache, or (finding the other's already in place) read it
   for (int i = 0; i < 2; ++i) {
-    EXPECT_EQ(says[size_t(i)].rfind("written to ", 0), 0u) << says[size_t(i)];
+    const std::string& s = says[size_t(i)];
+    EXPECT_TRUE(s.rfind("written to ", 0) == 0 || s.rfind("read from ", 0) == 0) << s;
     EXPECT_EQ(got[size_t(i)], want);
   }
   auto m = load();

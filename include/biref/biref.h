@@ -60,10 +60,11 @@ struct LoadOptions {
   // this level (at most cpu_isa_supported()). oneDNN's level is the process's (BIREF_ISA).
   std::optional<CpuIsa> isa;
   // Keep the CPU backend's packed FP32 weights in a cache file (under biref's cache folder:
-  // $BIREF_CACHE, else $XDG_CACHE_HOME/biref, else ~/.cache/biref; in packed/) and load them
-  // from there the next time this checkpoint file is loaded by the same build of biref: the
-  // load then maps the file instead of packing 170 MB (swin_v1_t) into fresh memory.
-  // BIREF_WEIGHT_CACHE=0 in the environment turns it off as well.
+  // $BIREF_CACHE, else $XDG_CACHE_HOME/biref, else ~/.cache/biref; in packed/, one file per
+  // checkpoint path and instruction set) and read them from there the next time this
+  // checkpoint file is loaded by the same build of biref, instead of packing 170 MB
+  // (swin_v1_t): mapped in place where the page cache has huge pages, else copied.
+  // BIREF_WEIGHT_CACHE=0 (or off, no, false) in the environment turns it off as well.
   bool weight_cache = true;
 };
 
@@ -87,7 +88,7 @@ struct ModelInfo {
   // (the backend's own copies of the weights).
   std::vector<StageTiming> load_stages;
   // What became of the packed-weight cache (LoadOptions::weight_cache): "read from PATH (...)",
-  // "written to PATH (...)", "not written (...)", or "off (why)".
+  // "written to PATH (...)", "not written (...)", or "off (why)"; "" on the reference device.
   std::string weight_cache;
 };
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -84,6 +85,7 @@ size_t pmd_mapped_bytes(const void* start) {
   std::snprintf(head, sizeof head, "%lx-", static_cast<unsigned long>(uintptr_t(start)));
   std::string line;
   bool inside = false;
+  size_t pmd = 0;
   while (std::getline(in, line)) {
     // "start-end perms offset dev inode path" heads each mapping's fields ("Name:  N kB")
     const size_t dash = line.find('-'), space = line.find(' ');
@@ -92,13 +94,15 @@ size_t pmd_mapped_bytes(const void* start) {
     for (size_t i = 0; is_header && i < dash; ++i)
       is_header = std::isxdigit(static_cast<unsigned char>(line[i])) != 0;
     if (is_header) {
-      if (inside) return 0;
+      if (inside) return pmd;
       inside = line.rfind(head, 0) == 0;
-    } else if (inside && line.rfind("FilePmdMapped:", 0) == 0) {
-      return size_t(std::strtoull(line.c_str() + 14, nullptr, 10)) * 1024;
+    } else if (inside &&
+               (line.rfind("FilePmdMapped:", 0) == 0 || line.rfind("ShmemPmdMapped:", 0) == 0)) {
+      // (tmpfs mounted with huge=: ShmemPmdMapped)
+      pmd += size_t(std::strtoull(line.c_str() + line.find(':') + 1, nullptr, 10)) * 1024;
     }
   }
-  return 0;
+  return pmd;
 }
 
 }  // namespace
@@ -129,6 +133,11 @@ std::unique_ptr<BlobFile> BlobFile::open(const std::string& path, const std::str
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     why = "not a regular file";
+    return nullptr;
+  }
+  // What is mapped runs as the model: only a file of this user that no one else may write.
+  if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    why = "not this user's, or writable by others";
     return nullptr;
   }
   const size_t size = size_t(st.st_size);
@@ -222,6 +231,16 @@ void write_blob_file(const std::string& path, const std::string& key,
   fs::create_directories(dir, ec);
   BIREF_CHECK(!ec, "cannot write '", path, "': cannot create folder '", dir.string(),
               "': ", ec.message());
+  // Temporary files more than an hour old are from writers that were killed: 170 MB each.
+  const std::string prefix = ".";
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(prefix, 0) != 0 || n.find(".tmp-") == std::string::npos) continue;
+    std::error_code ec2;
+    const auto t = fs::last_write_time(e.path(), ec2);
+    if (!ec2 && fs::file_time_type::clock::now() - t > std::chrono::hours(1))
+      fs::remove(e.path(), ec2);
+  }
   std::string temp(".");
   temp.append(target.filename().string())
       .append(".tmp-")
@@ -229,6 +248,7 @@ void write_blob_file(const std::string& path, const std::string& key,
   temp = (dir / temp).string();
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   BIREF_CHECK(fd >= 0, "cannot write '", path, "': ", std::strerror(errno));
+  ::fchmod(fd, 0644);  // whatever the umask: open() refuses a file others may write
   struct Cleanup {
     int fd;
     std::string temp;
@@ -243,7 +263,7 @@ void write_blob_file(const std::string& path, const std::string& key,
     while (n > 0) {
       const ssize_t w = ::write(fd, c, n);
       if (w < 0 && errno == EINTR) continue;
-      BIREF_CHECK(w > 0, "cannot write '", path, "': ", std::strerror(errno));
+      BIREF_CHECK(w > 0, "cannot write '", path, "': ", w < 0 ? std::strerror(errno) : "no space");
       c += w;
       n -= size_t(w);
     }

@@ -6,9 +6,10 @@
 // multiple of 2 MiB; then a JSON index (the key, each blob's name, layout, offset and size, the
 // checksum of the data); then a 32-byte trailer ("BIREFBLB", format, index offset and size).
 // The data is written 2 MiB at a time from 2 MiB-aligned offsets: on a filesystem with large
-// folios (ext4 and XFS on Linux 6.x) the page cache then keeps it in 2 MiB folios, and a mapping
-// at a 2 MiB-aligned address is mapped with huge pages, as fast to read from as anonymous huge
-// pages. Elsewhere the mapping has 4 KiB pages (see BlobFile::huge_pages()).
+// folios for regular files (XFS since Linux 5.18, ext4 since 6.16) the page cache then keeps it
+// in 2 MiB folios, and a mapping at a 2 MiB-aligned address is mapped with huge pages, as fast
+// to read from as anonymous huge pages. Elsewhere the mapping has 4 KiB pages (see
+// BlobFile::huge_pages()).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,9 +28,10 @@ struct Blob {
 
 class BlobFile {
  public:
-  // Maps `path` and checks it: its trailer, that its index is for `key`, every blob inside the
-  // file, and the checksum of the data (which also faults every page in). Null, with the reason
-  // in `why`, when the file is missing, written for another key, or damaged.
+  // Maps `path` and checks it: that it belongs to this user and no one else may write it, its
+  // trailer, that its index is for `key`, every blob inside the file, and the checksum of the
+  // data (which also faults every page in). Null, with the reason in `why`, when the file is
+  // missing, someone else's, written for another key, or damaged. The mapping is read-only.
   static std::unique_ptr<BlobFile> open(const std::string& path, const std::string& key,
                                         std::string& why);
   ~BlobFile();
@@ -53,7 +55,8 @@ class BlobFile {
 
 // Writes `blobs` to `path` for `key`: complete or not at all (a temporary file beside it, renamed
 // into place, without fsync: a file cut short by a crash fails open()'s checks). The folder is
-// created. Throws biref::Error naming the path when it cannot be written.
+// created; temporary files in it older than an hour (writers that were killed) are removed.
+// Throws biref::Error naming the path when it cannot be written.
 void write_blob_file(const std::string& path, const std::string& key,
                      const std::vector<Blob>& blobs);
 

@@ -1,6 +1,5 @@
 // The public Model: load a checkpoint, pick the backend, run forward passes.
 #include <malloc.h>
-#include <sys/stat.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -143,29 +142,34 @@ Precision parse_precision(const std::string& name) {
 
 namespace {
 
-// Where the packed weights of `ck` are cached, and the key that says they are its weights
-// (the file's identity: path, device, inode, size, modification time) packed by this code (its
-// build ID). The file name is per checkpoint path, so a changed checkpoint replaces its entry.
+// Where the packed weights of `ck` are cached, and the key that says they are its weights (the
+// identity of the file that was read: path, device, inode, size, modification and change times)
+// packed by this code (its build ID). The file name is per checkpoint path, so a changed
+// checkpoint replaces its entry.
 Backend::PackCache pack_cache_for(const LoadOptions& options, const Checkpoint& ck,
                                   const std::string& config, std::string& off) {
   if (!options.weight_cache) {
     off = "off (LoadOptions::weight_cache is false)";
     return {};
   }
-  if (const char* e = std::getenv("BIREF_WEIGHT_CACHE"); e && std::string(e) == "0") {
-    off = "off (BIREF_WEIGHT_CACHE=0)";
-    return {};
+  if (const char* e = std::getenv("BIREF_WEIGHT_CACHE")) {
+    const std::string v = e;
+    if (v == "0" || v == "off" || v == "no" || v == "false") {
+      off = str_cat("off (BIREF_WEIGHT_CACHE=", v, ")");
+      return {};
+    }
   }
   if (ck.format == "synthetic") {
     off = "off (synthetic weights)";
     return {};
   }
-  struct stat st {};
-  char* real = ::realpath(ck.path.c_str(), nullptr);
-  const std::string path = real ? real : ck.path;
-  std::free(real);
-  if (::stat(path.c_str(), &st) != 0) {
-    off = str_cat("off (cannot stat '", path, "')");
+  if (ck.file_identity.empty()) {
+    off = "off (the checkpoint file changed while it was read)";
+    return {};
+  }
+  const std::string build = code_build_id();
+  if (build.empty()) {
+    off = "off (this build of biref has no build ID to tell its packing from another's)";
     return {};
   }
   std::string dir;
@@ -174,6 +178,20 @@ Backend::PackCache pack_cache_for(const LoadOptions& options, const Checkpoint& 
   } catch (const Error& e) {
     off = str_cat("off (", e.what(), ")");
     return {};
+  }
+  char* real = ::realpath(ck.path.c_str(), nullptr);
+  const std::string path = real ? real : ck.path;
+  std::free(real);
+  // The key is JSON text in the cache's index: the path's bytes as printable ASCII.
+  std::string printable;
+  for (unsigned char c : path) {
+    if (c >= 0x20 && c < 0x7f && c != '%') {
+      printable += char(c);
+    } else {
+      char esc[4];
+      std::snprintf(esc, sizeof esc, "%%%02X", c);
+      printable += esc;
+    }
   }
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the path
   for (unsigned char c : path) h = (h ^ c) * 0x100000001b3ull;
@@ -184,10 +202,8 @@ Backend::PackCache pack_cache_for(const LoadOptions& options, const Checkpoint& 
   std::snprintf(tag, sizeof tag, "-%016llx", static_cast<unsigned long long>(h));
   Backend::PackCache c;
   c.stem = str_cat(dir, "/packed/", name.substr(0, 80), tag);
-  c.key = str_cat("biref ", BIREF_VERSION, " build ", code_build_id(), "; checkpoint ", path,
-                  " device ", uint64_t(st.st_dev), " inode ", uint64_t(st.st_ino), " size ",
-                  int64_t(st.st_size), " modified ", int64_t(st.st_mtim.tv_sec), ".",
-                  int64_t(st.st_mtim.tv_nsec), "; ", config);
+  c.key = str_cat("biref ", BIREF_VERSION, " build ", build, "; checkpoint ", printable, " ",
+                  ck.file_identity, "; ", config);
   return c;
 }
 

@@ -1,6 +1,7 @@
 #include "weights/checkpoint.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -209,11 +210,27 @@ Sniffed sniff_checkpoint(const std::string& path) {
 
 }  // namespace
 
+std::string file_identity(const struct stat& st) {
+  return str_cat("device ", uint64_t(st.st_dev), " inode ", uint64_t(st.st_ino), " size ",
+                 int64_t(st.st_size), " modified ", int64_t(st.st_mtim.tv_sec), ".",
+                 int64_t(st.st_mtim.tv_nsec), " changed ", int64_t(st.st_ctim.tv_sec), ".",
+                 int64_t(st.st_ctim.tv_nsec));
+}
+
 Checkpoint load_checkpoint(const std::string& source) {
   if (std::string p = resolve_model_source(source); p != source) return load_checkpoint(p);
   if (source.rfind("synthetic:", 0) == 0) return synthetic_checkpoint_from_spec(source);
   // The format is told by content, never by the file name.
-  return sniff_checkpoint(source) == Sniffed::Pth ? load_pth(source) : load_safetensors(source);
+  if (sniff_checkpoint(source) != Sniffed::Pth) return load_safetensors(source);  // fstat's
+  // libzip opens the path itself: the identity is the file's when it is the same before and
+  // after the read.
+  struct stat before {}, after {};
+  const bool known = ::stat(source.c_str(), &before) == 0;
+  Checkpoint ck = load_pth(source);
+  if (known && ::stat(source.c_str(), &after) == 0 &&
+      file_identity(before) == file_identity(after))
+    ck.file_identity = file_identity(after);
+  return ck;
 }
 
 void check_checkpoint_signature(const std::string& path) {

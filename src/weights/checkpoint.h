@@ -1,6 +1,7 @@
 // One name -> tensor map, whatever file format it was read from. Each reader (safetensors,
 // PyTorch .pth, synthetic weights) produces a Checkpoint; the model loads from it by name.
 #pragma once
+#include <sys/stat.h>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,7 +36,15 @@ struct Checkpoint {
   std::string format;                         // "safetensors", "pth", "synthetic"
   std::map<std::string, TensorData> tensors;  // names with `module.` / `_orig_mod.` stripped
   std::map<std::string, std::string> metadata;  // safetensors __metadata__, or reader notes
+  // The file that was read, as file_identity() describes it; "" for synthetic weights, or when
+  // the file changed while it was read.
+  std::string file_identity;
 };
+
+// A file's identity: device, inode, size, and the modification and change times to the
+// nanosecond (the change time is set by the kernel on any write, rename or utime, never by a
+// user), so that a different file, or the same file rewritten, has another identity.
+std::string file_identity(const struct stat& st);
 
 // Drops tensor `name` from `ck` once its values have been copied out: its memory is freed when
 // nothing else holds it, and the pages of a memory-mapped file are handed back to the kernel, so

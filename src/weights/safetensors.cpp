@@ -85,6 +85,7 @@ Checkpoint load_safetensors(const std::string& path) {
   Checkpoint ck;
   ck.path = path;
   ck.format = "safetensors";
+  ck.file_identity = file_identity(st);
   std::shared_ptr<const void> owner(map, map->addr);
   struct Range {
     uint64_t begin, end;

@@ -151,14 +151,14 @@ class CpuBackend final : public Backend {
     for (const Blob& b : blobs) bytes += b.bytes;
     const std::string size = str_cat(blobs.size(), " packed weights, ", (bytes + (1 << 19)) >> 20,
                                      " MiB");
-    if (r.packed == 0 && r.from_cache > 0)
+    if (r.packed == 0 && r.from_cache > 0 && r.from_cache == r.cache_blobs)
       return str_cat("read from ", cache_path_, " (", size,
                      r.copied ? ", copied: the mapping has no huge pages)" : ", mapped)");
     const std::string why = r.from_cache > 0 ? "out of step with this model" : cache_why_;
     try {
       write_blob_file(cache_path_, cache_key_, blobs);
       return str_cat("written to ", cache_path_, " (", size, "; the cache was ", why, ")");
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       return str_cat("not written (", e.what(), "; the cache was ", why, ")");
     }
   }

@@ -103,14 +103,17 @@ void PackedWeights::begin_load(std::unique_ptr<BlobFile> cache) {
   cache_next_ = 0;
   loaded_.clear();
   report_ = {};
+  report_.cache_blobs = cache_ ? cache_->blobs().size() : 0;
 }
 
 std::vector<Blob> PackedWeights::end_load(LoadReport& report) {
   std::lock_guard<std::mutex> lock(mu_);
   loading_ = false;
   report = report_;
-  // Without a blob used in place, the mapping can go.
-  if (cache_ && (report_.copied || report_.from_cache == 0)) cache_.reset();
+  // Kept mapped while a blob is used in place (oneDNN reads weights given by handle and never
+  // writes them, so a read-only mapping holds them); otherwise the mapping goes.
+  if (cache_ && !report_.copied && report_.from_cache > 0) mapped_.push_back(std::move(cache_));
+  cache_.reset();
   return std::move(loaded_);
 }
 

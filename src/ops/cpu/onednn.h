@@ -49,6 +49,7 @@ class PackedWeights {
   void begin_load(std::unique_ptr<BlobFile> cache);
   struct LoadReport {
     size_t from_cache = 0, packed = 0;
+    size_t cache_blobs = 0;  // in the cache file
     bool copied = false;  // the cache's blobs were copied (its mapping had no huge pages)
   };
   // The layouts packed at load, in order (their data lives as long as the store): what a cache
@@ -61,7 +62,8 @@ class PackedWeights {
   HugeChunks memory_;  // the packed copies, in huge pages
   std::map<uint64_t, std::vector<std::unique_ptr<Packed>>> packed_;
   bool loading_ = false, cache_usable_ = false;
-  std::unique_ptr<BlobFile> cache_;  // kept mapped: the blobs used in place live in it
+  std::unique_ptr<BlobFile> cache_;
+  std::vector<std::unique_ptr<BlobFile>> mapped_;  // caches whose blobs are used in place
   size_t cache_next_ = 0;
   std::vector<Blob> loaded_;
   LoadReport report_;
