@@ -85,7 +85,7 @@ TEST(BlobFile, WritesAndReadsBackEveryBlob) {
     EXPECT_EQ(b.layout, blobs[i].layout);
     ASSERT_EQ(b.bytes, sizes[i]);
     EXPECT_EQ(uintptr_t(b.data) % 64, 0u) << i;
-    EXPECT_EQ(std::memcmp(b.data, data[i].data(), sizes[i]), 0) << i;
+    if (sizes[i] > 0) EXPECT_EQ(std::memcmp(b.data, data[i].data(), sizes[i]), 0) << i;
   }
   // mapped at a 2 MiB boundary (huge pages where the filesystem keeps large folios)
   EXPECT_EQ(uintptr_t(f->blobs()[0].data) % (size_t(2) << 20), 0u);
@@ -232,6 +232,9 @@ class WeightCache : public ::testing::Test {
   std::unique_ptr<Model> load(bool cache = true) {
     LoadOptions o;
     o.weight_cache = cache;
+    // A fixed count: with automatic threads a pass beside a busy CPU may run another count,
+    // whose primitives sum in another order.
+    o.threads = 2;
     return Model::load(checkpoint().string(), o);
   }
 
