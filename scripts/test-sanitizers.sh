@@ -24,12 +24,14 @@ EXCLUDE=(
   'Golden\.ReferenceBackend'
   'Golden\.SwinL'
   'ConvertTest\.SwinL'
-  # 20-35 s each under ASan, whole models through code the rest covers (the bench command, the
-  # f16/bf16 widening, sharding the inputs): kept out so CI stays near 45 minutes.
+  # 12-35 s each under ASan, whole models through code the rest covers (the bench command, the
+  # f16/bf16 widening, sharding the inputs, the bench's cache report): kept out so CI stays
+  # near 45 minutes.
   'Claims\.BenchGflopIsTheAnalyticCount'
   'Claims\.ForwardOnF16AndBf16WeightsEqualsTheWidenedF32Model'
   'ConvertTest\.Bf16AndBackToF32'
   'SegmentFolders\.ShardsSplitTheInputsDisjointlyAndCoverThemAll'
+  'WeightCache\.BenchSaysWhereTheWeightsCameFrom'
   # six whole-model benchmark processes (the idle copies, the copies beside busy loops)
   'Threads\.BenchBusyAndProcs'
   # whole models again at the lower instruction sets and in BF16 (the kernels of every level,
