@@ -437,6 +437,12 @@ TEST_F(WeightCache, BenchSaysWhereTheWeightsCameFrom) {
   EXPECT_EQ(field(cmd).rfind("written to ", 0), 0u);
   EXPECT_EQ(field(cmd).rfind("read from ", 0), 0u);
   EXPECT_EQ(field(cmd + " --no-weight-cache"), "off (LoadOptions::weight_cache is false)");
+  // `biref models` says what the cache holds and where
+  const auto r = test::run_cli("models", env);
+  EXPECT_EQ(r.code, 0) << r.all();
+  EXPECT_NE(r.out.find("packed weights: 1 file, 170 MiB in " + (dir_.path / "packed").string()),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace

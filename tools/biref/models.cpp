@@ -1,6 +1,6 @@
 // `biref models`: the model zoo — each released BiRefNet variant with its native size, backbone,
 // Hugging Face repo and whether it is in the cache; `--download NAME` fetches one ahead of use
-// (for a machine that will be offline later).
+// (for a machine that will be offline later). It also says what the packed-weight cache holds.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -43,6 +43,20 @@ int run_models(const ModelsOptions& o) {
                 e.repo.c_str(), cached ? "yes" : "no");
   }
   std::printf("\ncache: %s/models\n", cache_dir().c_str());
+  // The packed-weight cache (LoadOptions::weight_cache) beside it: what it holds.
+  size_t files = 0, bytes = 0;
+  std::error_code ec;
+  const std::filesystem::path packed = std::filesystem::path(cache_dir()) / "packed";
+  for (const auto& e : std::filesystem::directory_iterator(packed, ec)) {
+    std::error_code ec2;
+    if (e.path().extension() != ".pack" || !e.is_regular_file(ec2)) continue;
+    ++files;
+    bytes += size_t(e.file_size(ec2));
+  }
+  std::printf("packed weights: %zu file%s, %zu MiB in %s (written by loads; remove it to "
+              "reclaim the space)\n",
+              files, files == 1 ? "" : "s", (bytes + (size_t(1) << 19)) >> 20,
+              packed.string().c_str());
   std::printf("use: --model NAME (any case), hf:ORG/REPO[:FILE], or a local file\n");
   return 0;
 }
