@@ -27,18 +27,7 @@ const bool kCacheOffByDefault = [] {
   return true;
 }();
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / str_cat("biref-cache-", getpid(), "-", counter()++);
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
+using test::TempDir;
 
 std::vector<unsigned char> bytes_of(size_t n, uint32_t seed) {
   std::vector<unsigned char> v(n);
@@ -61,7 +50,7 @@ void flip_byte(const fs::path& p, size_t offset) {
 }
 
 TEST(BlobFile, WritesAndReadsBackEveryBlob) {
-  TempDir dir;
+  TempDir dir("biref-blobs");
   // sizes around the 2 MiB write buffer and the 64-byte alignment, and an empty blob
   const std::vector<size_t> sizes = {
       0, 1, 63, 64, 65, (size_t(2) << 20) - 7, (size_t(3) << 20) + 5, 4096};
@@ -71,7 +60,7 @@ TEST(BlobFile, WritesAndReadsBackEveryBlob) {
     data.push_back(bytes_of(sizes[i], uint32_t(i + 1)));
     blobs.push_back({str_cat("blob", i), str_cat("layout ", i), data.back().data(), sizes[i]});
   }
-  const std::string path = (dir.path / "sub" / "a.pack").string();  // the folder is created
+  const std::string path = (dir.path() / "sub" / "a.pack").string();  // the folder is created
   write_blob_file(path, "key 1", blobs);
 
   std::string why;
@@ -85,7 +74,9 @@ TEST(BlobFile, WritesAndReadsBackEveryBlob) {
     EXPECT_EQ(b.layout, blobs[i].layout);
     ASSERT_EQ(b.bytes, sizes[i]);
     EXPECT_EQ(uintptr_t(b.data) % 64, 0u) << i;
-    if (sizes[i] > 0) EXPECT_EQ(std::memcmp(b.data, data[i].data(), sizes[i]), 0) << i;
+    if (sizes[i] > 0) {
+      EXPECT_EQ(std::memcmp(b.data, data[i].data(), sizes[i]), 0) << i;
+    }
   }
   // mapped at a 2 MiB boundary (huge pages where the filesystem keeps large folios)
   EXPECT_EQ(uintptr_t(f->blobs()[0].data) % (size_t(2) << 20), 0u);
@@ -93,39 +84,39 @@ TEST(BlobFile, WritesAndReadsBackEveryBlob) {
 
   // only complete files under their name: no temporary left beside it
   int files = 0;
-  for (const auto& e : fs::directory_iterator(dir.path / "sub")) files += e.is_regular_file();
+  for (const auto& e : fs::directory_iterator(dir.path() / "sub")) files += e.is_regular_file();
   EXPECT_EQ(files, 1);
 
   // no blobs at all is a valid file too
-  write_blob_file((dir.path / "empty.pack").string(), "k", {});
-  auto e = BlobFile::open((dir.path / "empty.pack").string(), "k", why);
+  write_blob_file((dir.path() / "empty.pack").string(), "k", {});
+  auto e = BlobFile::open((dir.path() / "empty.pack").string(), "k", why);
   ASSERT_TRUE(e) << why;
   EXPECT_TRUE(e->blobs().empty());
 }
 
 TEST(BlobFile, RefusesAnotherKeyAndDamagedFiles) {
-  TempDir dir;
+  TempDir dir("biref-blobs");
   const auto a = bytes_of(size_t(5) << 20, 7);
-  const fs::path path = dir.path / "a.pack";
+  const fs::path path = dir.path() / "a.pack";
   write_blob_file(path.string(), "the key", {{"w", "l", a.data(), a.size()}});
   std::string why;
   ASSERT_TRUE(BlobFile::open(path.string(), "the key", why)) << why;
 
   EXPECT_FALSE(BlobFile::open(path.string(), "another key", why));
   EXPECT_EQ(why, "written for other weights or by other code");
-  EXPECT_FALSE(BlobFile::open((dir.path / "none.pack").string(), "the key", why));
+  EXPECT_FALSE(BlobFile::open((dir.path() / "none.pack").string(), "the key", why));
   EXPECT_EQ(why, "none yet");
 
   const auto size = fs::file_size(path);
   {
-    const fs::path damaged = dir.path / "damaged.pack";
+    const fs::path damaged = dir.path() / "damaged.pack";
     fs::copy_file(path, damaged);
     flip_byte(damaged, 3 << 20);  // one bit of the data
     EXPECT_FALSE(BlobFile::open(damaged.string(), "the key", why));
     EXPECT_EQ(why, "damaged (its checksum does not match)");
   }
   {
-    const fs::path cut = dir.path / "cut.pack";
+    const fs::path cut = dir.path() / "cut.pack";
     fs::copy_file(path, cut);
     fs::resize_file(cut, size - 100);
     EXPECT_FALSE(BlobFile::open(cut.string(), "the key", why));
@@ -134,16 +125,16 @@ TEST(BlobFile, RefusesAnotherKeyAndDamagedFiles) {
     EXPECT_FALSE(BlobFile::open(cut.string(), "the key", why));
   }
   {
-    const fs::path other = dir.path / "other.pack";
+    const fs::path other = dir.path() / "other.pack";
     std::ofstream(other) << "not a blob file at all, but long enough to hold a trailer";
     EXPECT_FALSE(BlobFile::open(other.string(), "the key", why));
     EXPECT_EQ(why, "not a blob file, or cut short");
   }
-  EXPECT_FALSE(BlobFile::open(dir.path.string(), "the key", why));  // a folder
+  EXPECT_FALSE(BlobFile::open(dir.path().string(), "the key", why));  // a folder
 
   // an index whose blob lies past the data, and a trailer that points past the file
   auto raw = [&](const std::string& index, uint64_t index_offset, uint64_t index_bytes) {
-    const fs::path p = dir.path / "raw.pack";
+    const fs::path p = dir.path() / "raw.pack";
     std::ofstream f(p, std::ios::binary | std::ios::trunc);
     const std::string data(size_t(2) << 20, '\0');
     f.write(data.data(), std::streamsize(data.size()));
@@ -225,7 +216,7 @@ class WeightCache : public ::testing::Test {
     return fs::temp_directory_path() / str_cat("biref-cache-model-", getpid(), ".safetensors");
   }
   fs::path cache_file() const {
-    for (const auto& e : fs::recursive_directory_iterator(dir_.path))
+    for (const auto& e : fs::recursive_directory_iterator(dir_.path()))
       if (e.path().extension() == ".pack") return e.path();
     return {};
   }
@@ -238,8 +229,8 @@ class WeightCache : public ::testing::Test {
     return Model::load(checkpoint().string(), o);
   }
 
-  TempDir dir_;
-  test::ScopedEnv env_cache_{"BIREF_CACHE", dir_.path.string()};
+  TempDir dir_{"biref-cache"};
+  test::ScopedEnv env_cache_{"BIREF_CACHE", dir_.path().string()};
   test::ScopedEnv env_on_{"BIREF_WEIGHT_CACHE", nullptr};
   const HostTensor x_ = input(64, 96, 5);
 };
@@ -253,7 +244,7 @@ TEST_F(WeightCache, SecondLoadReadsTheCacheAndComputesTheSame) {
   auto first = load();
   const std::string w = first->info().weight_cache;
   std::printf("first load: %s\n", w.c_str());
-  EXPECT_EQ(w.rfind("written to " + (dir_.path / "packed").string() + "/", 0), 0u) << w;
+  EXPECT_EQ(w.rfind("written to " + (dir_.path() / "packed").string() + "/", 0), 0u) << w;
   EXPECT_NE(w.find("the cache was none yet"), std::string::npos) << w;
   ASSERT_FALSE(cache_file().empty());
   EXPECT_EQ(first->forward(x_).data, want);
@@ -307,7 +298,7 @@ TEST_F(WeightCache, DamagedOrStaleCachesArePackedAgain) {
   EXPECT_EQ(m->forward(x_).data, want);
   EXPECT_EQ(load()->info().weight_cache.rfind("read from ", 0), 0u);
   int files = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir_.path)) files += e.is_regular_file();
+  for (const auto& e : fs::recursive_directory_iterator(dir_.path())) files += e.is_regular_file();
   EXPECT_EQ(files, 1);  // one entry per checkpoint path, replaced
 }
 
@@ -369,8 +360,9 @@ TEST_F(WeightCache, WithoutHugePagesTheCacheIsCopied) {
   EXPECT_EQ(s.rfind("read from ", 0), 0u) << s;
   std::ifstream shmem("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
   std::string mode((std::istreambuf_iterator<char>(shmem)), {});
-  if (mode.find("[never]") != std::string::npos || mode.find("[deny]") != std::string::npos)
+  if (mode.find("[never]") != std::string::npos || mode.find("[deny]") != std::string::npos) {
     EXPECT_NE(s.find(", copied: the mapping has no huge pages)"), std::string::npos) << s;
+  }
   EXPECT_EQ(m->forward(x_).data, want);
 }
 
@@ -378,7 +370,7 @@ TEST_F(WeightCache, AnUnwritableFolderOrTheEnvironmentTurnsItOff) {
   const std::vector<float> want = load(false)->forward(x_).data;
   {
     // the cache folder is a file: the model loads, the cache is not written
-    const fs::path not_a_dir = dir_.path / "file";
+    const fs::path not_a_dir = dir_.path() / "file";
     std::ofstream(not_a_dir) << "x";
     test::ScopedEnv env("BIREF_CACHE", not_a_dir.string());
     auto m = load();
@@ -428,7 +420,7 @@ TEST_F(WeightCache, LoadsAtOnceEachGetACompleteCache) {
 
 TEST_F(WeightCache, BenchSaysWhereTheWeightsCameFrom) {
   const std::string cmd = "bench -m " + checkpoint().string() + " -s 64x64 -n 1 --warmup 0 --json";
-  const std::string env = "BIREF_WEIGHT_CACHE= BIREF_CACHE=" + dir_.path.string();
+  const std::string env = "BIREF_WEIGHT_CACHE= BIREF_CACHE=" + dir_.path().string();
   auto field = [&](const std::string& args) {
     const auto r = test::run_cli(args, env);
     EXPECT_EQ(r.code, 0) << r.all();
@@ -440,7 +432,7 @@ TEST_F(WeightCache, BenchSaysWhereTheWeightsCameFrom) {
   // `biref models` says what the cache holds and where
   const auto r = test::run_cli("models", env);
   EXPECT_EQ(r.code, 0) << r.all();
-  EXPECT_NE(r.out.find("packed weights: 1 file, 170 MiB in " + (dir_.path / "packed").string()),
+  EXPECT_NE(r.out.find("packed weights: 1 file, 170 MiB in " + (dir_.path() / "packed").string()),
             std::string::npos)
       << r.out;
 }

@@ -33,13 +33,15 @@ AtomicFile::~AtomicFile() {
   fs::remove(temp_, ec);
 }
 
-void AtomicFile::commit() {
+void AtomicFile::commit(bool durable) {
   // Data on disk before the name: a crash after the rename never exposes an empty file.
-  const int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
-  BIREF_CHECK(fd >= 0, "cannot write '", path_, "': the temporary file vanished");
-  const int err = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  BIREF_CHECK(err == 0, "cannot write '", path_, "': ", std::strerror(err));
+  if (durable) {
+    const int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
+    BIREF_CHECK(fd >= 0, "cannot write '", path_, "': the temporary file vanished");
+    const int err = ::fsync(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    BIREF_CHECK(err == 0, "cannot write '", path_, "': ", std::strerror(err));
+  }
   std::error_code ec;
   fs::rename(temp_, path_, ec);
   BIREF_CHECK(!ec, "cannot write '", path_, "': ", ec.message());

@@ -14,7 +14,9 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   const std::string& temp_path() const { return temp_; }
-  void commit();  // rename onto the target; throws biref::Error naming the target
+  // Renames onto the target; throws biref::Error naming the target. `durable`: the data is
+  // fsync'ed first (a cache that checks its own contents can skip it).
+  void commit(bool durable = true);
 
  private:
   std::string path_, temp_;

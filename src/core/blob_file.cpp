@@ -15,8 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 
+#include "core/atomic_file.h"
 #include "core/check.h"
 
 namespace biref {
@@ -231,33 +231,26 @@ void write_blob_file(const std::string& path, const std::string& key,
   fs::create_directories(dir, ec);
   BIREF_CHECK(!ec, "cannot write '", path, "': cannot create folder '", dir.string(),
               "': ", ec.message());
-  // Temporary files more than an hour old are from writers that were killed: 170 MB each.
-  const std::string prefix = ".";
+  // Temporary files (AtomicFile's ".NAME.tmp-N") more than an hour old are from writers that
+  // were killed: 170 MB each.
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.rfind(prefix, 0) != 0 || n.find(".tmp-") == std::string::npos) continue;
+    if (n.rfind(".", 0) != 0 || n.find(".tmp-") == std::string::npos) continue;
     std::error_code ec2;
     const auto t = fs::last_write_time(e.path(), ec2);
     if (!ec2 && fs::file_time_type::clock::now() - t > std::chrono::hours(1))
       fs::remove(e.path(), ec2);
   }
-  std::string temp(".");
-  temp.append(target.filename().string())
-      .append(".tmp-")
-      .append(std::to_string(std::random_device{}()));
-  temp = (dir / temp).string();
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  AtomicFile out(path);
+  const int fd = ::open(out.temp_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   BIREF_CHECK(fd >= 0, "cannot write '", path, "': ", std::strerror(errno));
   ::fchmod(fd, 0644);  // whatever the umask: open() refuses a file others may write
-  struct Cleanup {
+  struct Closer {
     int fd;
-    std::string temp;
-    bool done = false;
-    ~Cleanup() {
+    ~Closer() {
       if (fd >= 0) ::close(fd);
-      if (!done) ::unlink(temp.c_str());
     }
-  } cleanup{fd, temp};
+  } closer{fd};
   auto write_all = [&](const void* p, size_t n) {
     const auto* c = static_cast<const char*>(p);
     while (n > 0) {
@@ -315,11 +308,9 @@ void write_blob_file(const std::string& path, const std::string& key,
   t.index_bytes = index.size();
   write_all(&t, sizeof t);
   const int err = ::close(fd) == 0 ? 0 : errno;
-  cleanup.fd = -1;
+  closer.fd = -1;
   BIREF_CHECK(err == 0, "cannot write '", path, "': ", std::strerror(err));
-  fs::rename(temp, path, ec);
-  BIREF_CHECK(!ec, "cannot write '", path, "': ", ec.message());
-  cleanup.done = true;
+  out.commit(/*durable=*/false);
 }
 
 std::string code_build_id() {

@@ -16,6 +16,7 @@
 #include "core/blob_file.h"
 #include "model/forward.h"
 #include "weights/checkpoint.h"
+#include "weights/synthetic.h"
 #include "weights/zoo.h"
 
 namespace biref {
@@ -193,8 +194,7 @@ Backend::PackCache pack_cache_for(const LoadOptions& options, const Checkpoint& 
       printable += esc;
     }
   }
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the path
-  for (unsigned char c : path) h = (h ^ c) * 0x100000001b3ull;
+  const uint64_t h = fnv1a64(path);
   std::string name = std::filesystem::path(path).stem().string();
   for (char& c : name)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';

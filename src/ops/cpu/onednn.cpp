@@ -66,31 +66,30 @@ const PackedWeights::Packed* PackedWeights::get(uint64_t layer, const std::strin
         report_.copied = true;
       }
       ++report_.from_cache;
-      loaded_.push_back({name, std::move(layout), p->mem.get_data_handle(), bytes});
-      list.push_back(std::move(p));
-      return list.back().get();
+    } else {
+      cache_usable_ = false;  // out of step with this model: pack the rest
     }
-    cache_usable_ = false;  // out of step with this model: pack the rest
   }
-  p->mem = memory(want, engine_, memory_.allocate(bytes));
-  // The first packing reads the layer's own weights; later layouts (another shape asked for
-  // another blocking) are reordered from the first packed copy, so the plain weights may be
-  // released after prepare().
-  memory src;
-  if (!first) {
-    src = list.front()->mem;
-  } else {
-    const float* plain = user ? user() : nullptr;
-    BIREF_CHECK(plain != nullptr, "layer '", name, "' has no weights (released before packing)");
-    src = memory(user_desc, engine_, const_cast<float*>(plain));
+  if (!p->mem) {
+    p->mem = memory(want, engine_, memory_.allocate(bytes));
+    // The first packing reads the layer's own weights; later layouts (another shape asked for
+    // another blocking) are reordered from the first packed copy, so the plain weights may be
+    // released after prepare().
+    memory src;
+    if (!first) {
+      src = list.front()->mem;
+    } else {
+      const float* plain = user ? user() : nullptr;
+      BIREF_CHECK(plain != nullptr, "layer '", name, "' has no weights (released before packing)");
+      src = memory(user_desc, engine_, const_cast<float*>(plain));
+    }
+    dnnl::stream stream(engine_);
+    dnnl::reorder(src, p->mem).execute(stream, src, p->mem);
+    stream.wait();
+    if (loading_ && first) ++report_.packed;
   }
-  dnnl::stream stream(engine_);
-  dnnl::reorder(src, p->mem).execute(stream, src, p->mem);
-  stream.wait();
-  if (loading_ && first) {
-    ++report_.packed;
+  if (loading_ && first)
     loaded_.push_back({name, std::move(layout), p->mem.get_data_handle(), bytes});
-  }
   list.push_back(std::move(p));
   return list.back().get();
 }
@@ -132,7 +131,8 @@ std::string layout_text(const memory::desc& d) {
     const dnnl_blocking_desc_t& b = m.format_desc.blocking;
     list(" strides", b.strides, m.ndims);
     s += " inner";
-    for (int i = 0; i < b.inner_nblks; ++i) s += str_cat(" ", b.inner_blks[i], "@", b.inner_idxs[i]);
+    for (int i = 0; i < b.inner_nblks; ++i)
+      s += str_cat(" ", b.inner_blks[i], "@", b.inner_idxs[i]);
   }
   s += str_cat(" extra ", m.extra.flags, " ", m.extra.compensation_mask, " ", m.extra.scale_adjust,
                " bytes ", d.get_size());
